@@ -1,0 +1,339 @@
+"""Checkpoint as transitions, after Linux-CR v20 (checkpoint/objhash.c, checkpoint/files.c).
+
+`freeze` stops the inside tasks; in full-container mode `collect` builds the objhash (tasks ->
+fd tables -> files -> f_op->collect) and `contained` compares each object's `users` with its
+kernel reference count; `write` produces the image; `visited` checks every hashed object was
+written. Outside tasks keep acting between these steps. Each step is a pure function
+`(World, Variant) -> World`; an error ends the checkpoint in phase FAILED with its errno.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from model.image import R_FILE, EpRec, FdRec, FileRec, TableRec, TaskRec
+from model.state import (
+    CHECKED,
+    COLLECTED,
+    DONE,
+    EMPTY,
+    EPOLL,
+    FAILED,
+    FROZEN,
+    OBJ_FILE,
+    OBJ_FILE_TABLE,
+    OBJ_INODE,
+    OBJ_SOCK,
+    OBJ_TTY,
+    PIPE_KINDS,
+    PTMX,
+    PTS,
+    TIMERFD,
+    UNIX,
+    WRITTEN,
+    Cr,
+    ObjEntry,
+    World,
+)
+from model.variants import Variant
+from model.world import held_files, observe, outside_refs, ref_users
+
+EBUSY, EBADF = errno.EBUSY, errno.EBADF
+
+
+def inside_tasks(w: World) -> list[int]:
+    return [i for i, t in enumerate(w.tasks) if t.inside]
+
+
+def _fail(w: World, code: int) -> World:
+    """End the checkpoint: the objhash drops its references (ckpt_obj_hash_free)."""
+    clean = w.cr.clean & is_clean(w)
+    cr = w.cr._replace(phase=FAILED, error=code, objhash=(), ghost=(), clean=clean)
+    return _finished(cr)
+
+
+def _finished(cr: Cr) -> World:
+    """The state once a checkpoint has ended. Nothing after this point (restart, tampering,
+    the specs) reads the running system, only `cr`, so the system is dropped: states that
+    differ only in what outside tasks did meanwhile are one state."""
+    return World((), (), (), 0, cr)
+
+
+def is_clean(w: World) -> int:
+    """Ghost bookkeeping for the completeness spec: 1 when no object the container uses (its
+    tables, the files it holds or its epolls watch, what they are on) is referenced from
+    outside, and every such file is one the design supports (has ->checkpoint, no owner,
+    no in-flight SCM_RIGHTS)."""
+    inside = held_files(w, 1)
+    used = set(inside)
+    for f in inside:
+        used.update(tf for tf, _ in w.files[f].epitems)
+    mine: set[tuple[int, int]] = {(OBJ_FILE_TABLE, t.table) for t in w.tasks if t.inside}
+    for f in used:
+        file = w.files[f]
+        mine.add((OBJ_FILE, f))
+        if file.kind == UNIX:
+            mine.add((OBJ_SOCK, f))
+        elif file.kind in (PTMX, PTS):
+            mine.add((OBJ_TTY, file.obj * 2))
+            mine.add((OBJ_TTY, file.obj * 2 + 1))
+        elif file.obj != -1:
+            mine.add((OBJ_INODE, file.obj))
+    if mine & outside_refs(w):
+        return 0
+    direct = {s >> 1 for t in w.tasks if t.inside for s in w.tables[t.table] if s != EMPTY}
+    for f in inside:
+        file = w.files[f]
+        if f not in direct or file.kind == TIMERFD or file.owner or file.rcvq:
+            return 0
+    return 1
+
+
+def _peer(w: World, f: int) -> int:
+    o = w.files[f].obj
+    return next((i for i, g in enumerate(w.files) if i != f and g.kind == UNIX and g.obj == o), -1)
+
+
+def _ref_users(w: World, v: Variant, objtype: int, ptr: int) -> int | None:
+    if objtype == OBJ_INODE:
+        if not v.pipe_ref_users:
+            return None  # INODE has no ref_users: never compared
+        # fixed: pipe->files (open files on the pipe) plus the objhash's grab
+        return sum(1 for g in w.files if g.obj == ptr and g.kind in PIPE_KINDS) + 1
+    return ref_users(w, objtype, ptr)
+
+
+def freeze(w: World, v: Variant) -> World:
+    """User space freezes the container's tasks (freezer cgroup); outside tasks run on.
+    In subtree mode there is no contained check: the ghost record of what was shared with
+    outside is taken here, when the checkpoint began."""
+    tasks = tuple(t._replace(frozen=1) if t.inside else t for t in w.tasks)
+    w = w._replace(tasks=tasks, cr=Cr(FROZEN))
+    w = w._replace(cr=w.cr._replace(clean=is_clean(w)))
+    if not v.full_container:
+        w = w._replace(cr=w.cr._replace(ghost=tuple(sorted(outside_refs(w)))))
+    return w
+
+
+class _ObjHash:
+    """A mutable working copy of the objhash during one step."""
+
+    def __init__(self, entries: tuple[ObjEntry, ...], users_start: int) -> None:
+        self.entries = list(entries)
+        self.index = {(e.objtype, e.ptr): i for i, e in enumerate(entries)}
+        self.users_start = users_start
+
+    def collect(self, objtype: int, ptr: int, count: bool = True) -> bool:
+        """ckpt_obj_collect: True when new (users = users_start), else users += 1."""
+        i = self.index.get((objtype, ptr))
+        if i is None:
+            self.index[(objtype, ptr)] = len(self.entries)
+            start = self.users_start if count else self.users_start - 1
+            self.entries.append(ObjEntry(objtype, ptr, start, 0))
+            return True
+        if count:
+            e = self.entries[i]
+            self.entries[i] = e._replace(users=e.users + 1)
+        return False
+
+    def objref(self, objtype: int, ptr: int) -> int:
+        i = self.index.get((objtype, ptr))
+        return 0 if i is None else i + 1
+
+    def lookup_add(self, objtype: int, ptr: int) -> tuple[int, bool]:
+        """Objref of an object met while writing, adding it if new; marks it VISITED."""
+        i = self.index.get((objtype, ptr))
+        new = i is None
+        if new:
+            i = len(self.entries)
+            self.index[(objtype, ptr)] = i
+            self.entries.append(ObjEntry(objtype, ptr, self.users_start, 1))
+        else:
+            self.entries[i] = self.entries[i]._replace(visited=1)
+        return i + 1, new
+
+
+def _collect_file(w: World, v: Variant, h: _ObjHash, f: int, count: bool = True) -> None:
+    """ckpt_collect_file: f_op->collect runs only on the first encounter."""
+    new = h.collect(OBJ_FILE, f, count)
+    if not (new or v.collect_every):
+        return
+    file = w.files[f]
+    if file.kind == EPOLL:
+        for tf, _ in file.epitems:
+            if w.files[tf].kind != EPOLL:  # eventpoll skips targets that are epoll files
+                _collect_file(w, v, h, tf, count=v.epoll_counts_targets)
+    elif file.kind == PTMX:
+        h.collect(OBJ_TTY, file.obj * 2)
+        h.collect(OBJ_TTY, file.obj * 2 + 1)  # the linked slave
+    elif file.kind == PTS:
+        h.collect(OBJ_TTY, file.obj * 2 + 1)
+    elif file.kind == UNIX:
+        h.collect(OBJ_SOCK, f)
+        p = _peer(w, f)
+        if p >= 0:
+            h.collect(OBJ_SOCK, p)
+    elif file.kind in PIPE_KINDS and v.pipe_ref_users:
+        h.collect(OBJ_INODE, file.obj)
+
+
+def collect(w: World, v: Variant) -> World:
+    """Walk inside tasks -> fd tables (scan_fds, ascending) -> files -> ->collect."""
+    h = _ObjHash(w.cr.objhash, v.users_start)
+    for ti in inside_tasks(w):
+        table = w.tasks[ti].table
+        if h.collect(OBJ_FILE_TABLE, table):
+            for s in w.tables[table]:
+                if s != EMPTY and not _skipped(w, v, s >> 1):
+                    _collect_file(w, v, h, s >> 1)
+    return w._replace(cr=w.cr._replace(phase=COLLECTED, objhash=tuple(h.entries)))
+
+
+def _skipped(w: World, v: Variant, f: int) -> bool:
+    """The skip mutant's scan_fds passes over files without ->checkpoint."""
+    return v.skip_uncheckpointable and w.files[f].kind == TIMERFD
+
+
+def _leaks(w: World, v: Variant) -> list[ObjEntry]:
+    return [
+        e
+        for e in w.cr.objhash
+        if (r := _ref_users(w, v, e.objtype, e.ptr)) is not None and r != e.users
+    ]
+
+
+def contained(w: World, v: Variant) -> World:
+    """ckpt_obj_contained: any object with ref_users != users is a leak: -EBUSY. The ghost
+    record (ground truth of what outside tasks reference now) is taken for the specs."""
+    ghost = tuple(sorted(outside_refs(w)))
+    w = w._replace(cr=w.cr._replace(ghost=ghost, clean=w.cr.clean & is_clean(w)))
+    if v.contained_check and _leaks(w, v):
+        return _fail(w, EBUSY)
+    return w._replace(cr=w.cr._replace(phase=CHECKED))
+
+
+def write(w: World, v: Variant) -> World:
+    """Write the image: per inside task its table objref; the first task holding a table
+    writes FILE_TABLE and its fd records, each file's record on first encounter; then the
+    deferred epoll items."""
+    h = _ObjHash(w.cr.objhash, v.users_start)
+    late = v.full_container  # "reverse added late" applies in full-container mode only
+    image: list = []
+    written_tables: set[int] = set()
+    written_files: dict[int, int] = {}  # file -> cloexec of its first descriptor
+    epolls: list[int] = []
+
+    def add(objtype: int, ptr: int) -> int:
+        ref, new = h.lookup_add(objtype, ptr)
+        if new and late and objtype != OBJ_INODE:
+            raise _CkptError(EBUSY)  # reverse added late: appeared after the collect
+        return ref
+
+    try:
+        for ti in inside_tasks(w):
+            table = w.tasks[ti].table
+            tref = add(OBJ_FILE_TABLE, table)
+            image.append(TaskRec(1, tref))
+            if table in written_tables:
+                continue
+            written_tables.add(table)
+            slots = [(fd, s) for fd, s in enumerate(w.tables[table]) if s != EMPTY]
+            slots = [(fd, s) for fd, s in slots if not _skipped(w, v, s >> 1)]
+            image.append(TableRec(2, tref, len(slots)))
+            for fd, s in slots:
+                f = s >> 1
+                fref = add(OBJ_FILE, f)
+                if f not in written_files:
+                    written_files[f] = s & 1
+                    image.append(_file_record(w, v, f, fref, add))
+                    if w.files[f].kind == EPOLL:
+                        epolls.append(f)
+                cloexec = written_files[f] if v.cloexec_per_file else s & 1
+                image.append(FdRec(3, fd, fref, cloexec))
+        for ep in epolls:  # the deferred queue
+            for tf, fd in w.files[ep].epitems:
+                tref = h.objref(OBJ_FILE, tf)
+                if not tref:
+                    raise _CkptError(EBUSY)  # epoll target with no objref
+                image.append(EpRec(5, h.objref(OBJ_FILE, ep), tref, fd))
+    except _CkptError as e:
+        return _fail(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), e.code)
+
+    # Ghost bookkeeping for the specs: which written objects outside tasks referenced at the
+    # check (or the freeze, in subtree mode) and which they reference now.
+    written = {(e.objtype, e.ptr): i + 1 for i, e in enumerate(h.entries) if e.visited}
+    for r in image:
+        if r[0] == 5:  # epoll targets are written by reference
+            e = h.entries[r.target_ref - 1]
+            written[(e.objtype, e.ptr)] = r.target_ref
+    ghost = set(w.cr.ghost)
+    now = outside_refs(w)
+    leak_check = tuple(sorted((ref, key[0]) for key, ref in written.items() if key in ghost))
+    leak_write = tuple(sorted((ref, key[0]) for key, ref in written.items() if key in now))
+    snapshot = observe(w, inside_tasks(w))
+    cr = w.cr._replace(
+        phase=WRITTEN,
+        objhash=tuple(h.entries),
+        image=tuple(image),
+        snapshot=snapshot,
+        leak_check=leak_check,
+        leak_write=leak_write,
+        ghost=(),
+    )
+    return w._replace(cr=cr)
+
+
+class _CkptError(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _file_record(w: World, v: Variant, f: int, fref: int, add) -> FileRec:
+    """f_op->checkpoint of one file; raises _CkptError where the design refuses it."""
+    file = w.files[f]
+    if file.kind == TIMERFD:
+        raise _CkptError(EBADF)  # f_op lacks checkpoint
+    if file.owner:
+        raise _CkptError(EBUSY)  # F_SETOWN owner
+    obj_ref = peer_ref = 0
+    if file.kind in PIPE_KINDS:
+        obj_ref = add(OBJ_INODE, file.obj)
+    elif file.kind == PTMX:
+        obj_ref = add(OBJ_TTY, file.obj * 2)
+        peer_ref = add(OBJ_TTY, file.obj * 2 + 1)
+    elif file.kind == PTS:
+        obj_ref = add(OBJ_TTY, file.obj * 2 + 1)
+        # the link to the master tty, while a master is open (a hung-up slave has none)
+        if any(g.kind == PTMX and g.obj == file.obj for g in w.files):
+            peer_ref = add(OBJ_TTY, file.obj * 2)
+    elif file.kind == UNIX:
+        if file.rcvq:
+            raise _CkptError(EBUSY)  # af_unix: pass fd (in-flight SCM_RIGHTS)
+        p = _peer(w, f)
+        if v.refuse_external_unix and p >= 0 and any(
+            not t.inside and p in _table_files(w, t.table) for t in w.tasks
+        ):
+            raise _CkptError(EBUSY)  # CRIU: external socket is used
+        obj_ref = add(OBJ_SOCK, f)
+        peer_ref = add(OBJ_SOCK, p) if p >= 0 else 0
+    return FileRec(
+        R_FILE, fref, file.kind, file.f_flags, file.f_mode, file.f_pos, file.path, obj_ref,
+        peer_ref,
+    )
+
+
+def _table_files(w: World, table: int) -> set[int]:
+    return {s >> 1 for s in w.tables[table] if s != EMPTY}
+
+
+def visited(w: World, v: Variant) -> World:
+    """ckpt_obj_visited: every hashed object must have been written, else -EBUSY. The fixed
+    variant also runs the contained check again, closing the window after the first one."""
+    if v.visited_check and any(not e.visited for e in w.cr.objhash):
+        return _fail(w, EBUSY)
+    if v.recheck_after_write and _leaks(w, v):
+        return _fail(w, EBUSY)
+    return _finished(w.cr._replace(phase=DONE, objhash=()))
+
+
+CHECKPOINT_STEPS = {FROZEN: "collect", COLLECTED: "contained", CHECKED: "write", WRITTEN: "visited"}

@@ -1,0 +1,509 @@
+"""Environment transitions: the syscalls tasks make (inside and outside the container alike).
+
+Each `sys_*` is a pure function `(World, args...) -> (outcome, World)`; the outcome is what the
+process would see: `("ok", value)` or `("err", "EBADF")`. A failing call returns the world
+unchanged. `apply` dispatches an action tuple `(name, task, *args)`; `env_actions` enumerates
+the actions a config enables in a state. Semantics follow fs/fcntl.c, fs/file.c, fs/exec.c,
+fs/eventpoll.c and net/unix as checked against the live kernel (tests/test_conformance.py).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+
+from model.config import Config
+from model.flags import (
+    FMODE_LSEEK,
+    FMODE_READ,
+    FMODE_WRITE,
+    O_ASYNC,
+    O_DIRECT,
+    O_LARGEFILE,
+    O_RDONLY,
+    O_RDWR,
+    O_WRONLY,
+    SETFL_MASK,
+    acc_fmode,
+)
+from model.state import (
+    EMPTY,
+    EPOLL,
+    PIPE_KINDS,
+    PIPE_R,
+    PIPE_RW,
+    PIPE_W,
+    PTMX,
+    PTS,
+    REG,
+    TIMERFD,
+    UNIX,
+    File,
+    Task,
+    World,
+)
+from model.world import normalize, table_users
+
+Outcome = tuple
+OK0: Outcome = ("ok", 0)
+
+# ->fasync exists (F_SETFL can toggle O_ASYNC): pipes, ttys, sockets; not regular files on
+# disk filesystems, eventpoll or timerfd.
+HAS_FASYNC = frozenset(PIPE_KINDS | {PTMX, PTS, UNIX})
+# FMODE_CAN_ODIRECT: F_SETFL O_DIRECT succeeds (ext4 regular files, and pipes: packet mode).
+CAN_ODIRECT = frozenset(PIPE_KINDS | {REG})
+# ->poll exists: epoll_ctl ADD accepts the file as a target (regular files: EPERM).
+CAN_POLL = frozenset(PIPE_KINDS | {PTMX, PTS, UNIX, EPOLL, TIMERFD})
+
+
+def err(name: str, w: World) -> tuple[Outcome, World]:
+    return ("err", name), w
+
+
+def _fd_file(w: World, t: int, fd: int) -> int:
+    """The open file behind descriptor `fd` of task `t`, or -1 (EBADF)."""
+    table = w.tables[w.tasks[t].table]
+    if not 0 <= fd < len(table):
+        return -1
+    s = table[fd]
+    return -1 if s == EMPTY else s >> 1
+
+
+def _free_fds(table: tuple[int, ...], n: int) -> list[int]:
+    """The `n` lowest free descriptors (fewer if the table is full)."""
+    return [fd for fd, s in enumerate(table) if s == EMPTY][:n]
+
+
+def _set_slots(w: World, t: int, updates: dict[int, int]) -> World:
+    ti = w.tasks[t].table
+    table = list(w.tables[ti])
+    for fd, s in updates.items():
+        table[fd] = s
+    tables = w.tables[:ti] + (tuple(table),) + w.tables[ti + 1 :]
+    return w._replace(tables=tables)
+
+
+def _set_file(w: World, f: int, new: File) -> World:
+    return w._replace(files=w.files[:f] + (new,) + w.files[f + 1 :])
+
+
+def _new_obj(w: World) -> int:
+    return max((f.obj for f in w.files), default=-1) + 1
+
+
+def _install_new(w: World, t: int, new_files: list[File]) -> tuple[Outcome, World]:
+    """Create open files and install them at the lowest free descriptors, close-on-exec clear
+    (the C calls without O_CLOEXEC); EMFILE, changing nothing, when they do not all fit."""
+    table = w.tables[w.tasks[t].table]
+    fds = _free_fds(table, len(new_files))
+    if len(fds) < len(new_files):
+        return err("EMFILE", w)
+    base = len(w.files)
+    w = w._replace(files=w.files + tuple(new_files))
+    w = _set_slots(w, t, {fd: (base + i) * 2 for i, fd in enumerate(fds)})
+    return ("ok", fds[0] if len(fds) == 1 else tuple(fds)), w
+
+
+# --- descriptors ---------------------------------------------------------------------------
+
+
+def sys_open(
+    w: World, t: int, path: int, acc: int, flags: int, cloexec: int
+) -> tuple[Outcome, World]:
+    """open(path, acc | flags): a new open file at the lowest free descriptor. The kernel forces
+    O_LARGEFILE on 64-bit; status flags are kept as given (even O_ASYNC, with no fasync)."""
+    fmode = acc_fmode(acc) | FMODE_LSEEK
+    f = File(REG, path, -1, acc | flags | O_LARGEFILE, fmode, 0, 0)
+    out, w2 = _install_new(w, t, [f])
+    if out[0] == "ok" and cloexec:
+        w2 = _set_slots(w2, t, {out[1]: w2.tables[w2.tasks[t].table][out[1]] | 1})
+    return out, w2
+
+
+def sys_close(w: World, t: int, fd: int) -> tuple[Outcome, World]:
+    if _fd_file(w, t, fd) < 0:
+        return err("EBADF", w)
+    return OK0, normalize(_set_slots(w, t, {fd: EMPTY}))
+
+
+def sys_dup(w: World, t: int, fd: int) -> tuple[Outcome, World]:
+    """dup: the lowest free descriptor shares the open file; FD_CLOEXEC clear on it."""
+    f = _fd_file(w, t, fd)
+    if f < 0:
+        return err("EBADF", w)
+    free = _free_fds(w.tables[w.tasks[t].table], 1)
+    if not free:
+        return err("EMFILE", w)
+    return ("ok", free[0]), _set_slots(w, t, {free[0]: f * 2})
+
+
+def sys_dup2(w: World, t: int, fd: int, newfd: int) -> tuple[Outcome, World]:
+    """dup2: onto itself returns newfd and changes nothing; else closes newfd and shares."""
+    f = _fd_file(w, t, fd)
+    table = w.tables[w.tasks[t].table]
+    if f < 0 or not 0 <= newfd < len(table):
+        return err("EBADF", w)
+    if fd == newfd:
+        return ("ok", newfd), w
+    return ("ok", newfd), normalize(_set_slots(w, t, {newfd: f * 2}))
+
+
+def setfl_file(f: File, arg: int) -> tuple[int, File]:
+    """fs/fcntl.c setfl() on one open file: (errno or 0, the file after)."""
+    if arg & O_DIRECT and f.kind not in CAN_ODIRECT:
+        return errno.EINVAL, f
+    flags = f.f_flags
+    if (arg ^ flags) & O_ASYNC and f.kind in HAS_FASYNC:
+        flags ^= O_ASYNC
+    flags = (arg & SETFL_MASK) | (flags & ~SETFL_MASK)
+    return 0, (f if flags == f.f_flags else f._replace(f_flags=flags))
+
+
+def sys_setfl(w: World, t: int, fd: int, arg: int) -> tuple[Outcome, World]:
+    """fcntl F_SETFL: only O_APPEND|O_NONBLOCK|O_DIRECT|O_NOATIME change directly; O_ASYNC
+    only through ->fasync; the access mode and every other bit are ignored."""
+    fi = _fd_file(w, t, fd)
+    if fi < 0:
+        return err("EBADF", w)
+    code, f = setfl_file(w.files[fi], arg)
+    if code:
+        return err(errno.errorcode[code], w)
+    if f is w.files[fi]:
+        return OK0, w
+    return OK0, _set_file(w, fi, f)
+
+
+def sys_setfd(w: World, t: int, fd: int, cloexec: int) -> tuple[Outcome, World]:
+    """fcntl F_SETFD: close-on-exec is a bit of the descriptor, not of the open file."""
+    fi = _fd_file(w, t, fd)
+    if fi < 0:
+        return err("EBADF", w)
+    return OK0, _set_slots(w, t, {fd: fi * 2 + (1 if cloexec else 0)})
+
+
+def sys_setown(w: World, t: int, fd: int) -> tuple[Outcome, World]:
+    fi = _fd_file(w, t, fd)
+    if fi < 0:
+        return err("EBADF", w)
+    f = w.files[fi]
+    return OK0, (w if f.owner else _set_file(w, fi, f._replace(owner=1)))
+
+
+def sys_lseek(w: World, t: int, fd: int, pos: int) -> tuple[Outcome, World]:
+    fi = _fd_file(w, t, fd)
+    if fi < 0:
+        return err("EBADF", w)
+    f = w.files[fi]
+    if not f.f_mode & FMODE_LSEEK:
+        if f.kind in (TIMERFD, EPOLL):  # noop_llseek: succeeds, the offset stays
+            return ("ok", f.f_pos), w
+        return err("ESPIPE", w)
+    return ("ok", pos), _set_file(w, fi, f._replace(f_pos=pos))
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+
+def sys_fork(w: World, t: int, inside: int) -> tuple[Outcome, World]:
+    """fork: the child gets a copy of the table (every open file gains a reference, the
+    close-on-exec bits are copied). `inside` says whether the child is in the container."""
+    parent = w.tasks[t]
+    tables = w.tables + (w.tables[parent.table],)
+    child = Task(inside, 0, len(w.tables))
+    return ("ok", len(w.tasks)), w._replace(tasks=w.tasks + (child,), tables=tables)
+
+
+def sys_clone_files(w: World, t: int, inside: int) -> tuple[Outcome, World]:
+    """clone(CLONE_FILES): the child shares the parent's table (files->count + 1)."""
+    child = Task(inside, 0, w.tasks[t].table)
+    return ("ok", len(w.tasks)), w._replace(tasks=w.tasks + (child,))
+
+
+def sys_exec(w: World, t: int) -> tuple[Outcome, World]:
+    """execve: unshare the table if anyone else holds it (files->count > 1), then close the
+    close-on-exec descriptors of the (now private) table."""
+    task = w.tasks[t]
+    table = w.tables[task.table]
+    if table_users(w, task.table) > 1:
+        w = w._replace(
+            tables=w.tables + (table,),
+            tasks=w.tasks[:t] + (task._replace(table=len(w.tables)),) + w.tasks[t + 1 :],
+        )
+    closed = {fd: EMPTY for fd, s in enumerate(table) if s != EMPTY and s & 1}
+    return OK0, normalize(_set_slots(w, t, closed))
+
+
+def sys_exit(w: World, t: int) -> tuple[Outcome, World]:
+    return OK0, normalize(w._replace(tasks=w.tasks[:t] + w.tasks[t + 1 :]))
+
+
+# --- objects -------------------------------------------------------------------------------
+
+
+def sys_pipe(w: World, t: int) -> tuple[Outcome, World]:
+    o = _new_obj(w)
+    r = File(PIPE_R, -1, o, O_RDONLY, FMODE_READ, 0, 0)
+    wr = File(PIPE_W, -1, o, O_WRONLY, FMODE_WRITE, 0, 0)
+    return _install_new(w, t, [r, wr])
+
+
+def sys_openpty(w: World, t: int) -> tuple[Outcome, World]:
+    """openpty: the master from open("/dev/ptmx") has O_LARGEFILE; glibc opens the slave with
+    ioctl(TIOCGPTPEER), which does not add it."""
+    o = _new_obj(w)
+    rw = FMODE_READ | FMODE_WRITE
+    m = File(PTMX, -1, o, O_RDWR | O_LARGEFILE, rw, 0, 0)
+    s = File(PTS, -1, o, O_RDWR, rw, 0, 0)
+    return _install_new(w, t, [m, s])
+
+
+def sys_socketpair(w: World, t: int) -> tuple[Outcome, World]:
+    o = _new_obj(w)
+    rw = FMODE_READ | FMODE_WRITE
+    return _install_new(w, t, [File(UNIX, -1, o, O_RDWR, rw, 0, 0)] * 2)
+
+
+def sys_epoll_create(w: World, t: int) -> tuple[Outcome, World]:
+    return _install_new(w, t, [File(EPOLL, -1, -1, O_RDWR, FMODE_READ | FMODE_WRITE, 0, 0)])
+
+
+def sys_timerfd(w: World, t: int) -> tuple[Outcome, World]:
+    return _install_new(w, t, [File(TIMERFD, -1, -1, O_RDWR, FMODE_READ | FMODE_WRITE, 0, 0)])
+
+
+def _watches(w: World, ep: int, target: int) -> bool:
+    """Whether epoll file `ep` watches `target`, directly or through nested epolls."""
+    todo, seen = [ep], set()
+    while todo:
+        e = todo.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        for tf, _ in w.files[e].epitems:
+            if tf == target:
+                return True
+            if w.files[tf].kind == EPOLL:
+                todo.append(tf)
+    return False
+
+
+def sys_epoll_add(w: World, t: int, epfd: int, fd: int) -> tuple[Outcome, World]:
+    """epoll_ctl ADD: an item keyed by (file, fd); it holds no reference on the file."""
+    ep, tf = _fd_file(w, t, epfd), _fd_file(w, t, fd)
+    if ep < 0 or tf < 0:
+        return err("EBADF", w)
+    if w.files[tf].kind not in CAN_POLL:
+        return err("EPERM", w)
+    if w.files[ep].kind != EPOLL or ep == tf:
+        return err("EINVAL", w)
+    e = w.files[ep]
+    if (tf, fd) in e.epitems:
+        return err("EEXIST", w)
+    if w.files[tf].kind == EPOLL and _watches(w, tf, ep):
+        return err("ELOOP", w)
+    return OK0, _set_file(w, ep, e._replace(epitems=tuple(sorted(e.epitems + ((tf, fd),)))))
+
+
+def sys_epoll_del(w: World, t: int, epfd: int, fd: int) -> tuple[Outcome, World]:
+    ep, tf = _fd_file(w, t, epfd), _fd_file(w, t, fd)
+    if ep < 0 or tf < 0:
+        return err("EBADF", w)
+    if w.files[ep].kind != EPOLL or ep == tf:
+        return err("EINVAL", w)
+    e = w.files[ep]
+    if (tf, fd) not in e.epitems:
+        return err("ENOENT", w)
+    return OK0, _set_file(w, ep, e._replace(epitems=tuple(i for i in e.epitems if i != (tf, fd))))
+
+
+def _peer(w: World, f: int) -> int:
+    o = w.files[f].obj
+    for i, g in enumerate(w.files):
+        if i != f and g.kind == UNIX and g.obj == o:
+            return i
+    return -1
+
+
+def sys_sendmsg(w: World, t: int, sockfd: int, fd: int) -> tuple[Outcome, World]:
+    """sendmsg with SCM_RIGHTS [fd]: the file, with a reference, joins the peer's queue."""
+    s, f = _fd_file(w, t, sockfd), _fd_file(w, t, fd)
+    if s < 0:
+        return err("EBADF", w)
+    if w.files[s].kind != UNIX:
+        return err("ENOTSOCK", w)
+    if f < 0:
+        return err("EBADF", w)
+    p = _peer(w, s)
+    if p < 0:
+        return err("EPIPE", w)
+    peer = w.files[p]
+    return ("ok", 1), _set_file(w, p, peer._replace(rcvq=peer.rcvq + (f,)))
+
+
+def sys_recvmsg(w: World, t: int, sockfd: int) -> tuple[Outcome, World]:
+    """recvmsg: the first queued message's file is installed at the lowest free descriptor
+    (close-on-exec clear); with a full table it is dropped and MSG_CTRUNC set."""
+    s = _fd_file(w, t, sockfd)
+    if s < 0:
+        return err("EBADF", w)
+    sock = w.files[s]
+    if sock.kind != UNIX:
+        return err("ENOTSOCK", w)
+    if not sock.rcvq:
+        return (("ok", ("eof",)), w) if _peer(w, s) < 0 else err("EAGAIN", w)
+    f, rest = sock.rcvq[0], sock.rcvq[1:]
+    w = _set_file(w, s, sock._replace(rcvq=rest))
+    free = _free_fds(w.tables[w.tasks[t].table], 1)
+    if not free:
+        return ("ok", ("ctrunc",)), normalize(w)
+    return ("ok", (free[0],)), _set_slots(w, t, {free[0]: f * 2})
+
+
+def sys_reopen(w: World, t: int, target: int, fd: int, acc: int) -> tuple[Outcome, World]:
+    """open("/proc/<target>/fd/<fd>", acc): a NEW open file on the same object (offset 0, flags
+    from this open, O_LARGEFILE added); how sharing with an outsider arises without fork."""
+    f = _fd_file(w, target, fd)
+    if f < 0:
+        return err("ENOENT", w)
+    src = w.files[f]
+    fmode = acc_fmode(acc)
+    if src.kind == REG:
+        new = File(REG, src.path, -1, acc | O_LARGEFILE, fmode | FMODE_LSEEK, 0, 0)
+    elif src.kind in PIPE_KINDS:
+        kind = {O_RDONLY: PIPE_R, O_WRONLY: PIPE_W, O_RDWR: PIPE_RW}[acc]
+        new = File(kind, -1, src.obj, acc | O_LARGEFILE, fmode, 0, 0)
+    elif src.kind == PTS:
+        if not any(g.kind == PTMX and g.obj == src.obj for g in w.files):
+            return err("EIO", w)  # the master is closed: the pty is hung up
+        new = File(PTS, -1, src.obj, acc | O_LARGEFILE, fmode, 0, 0)
+    elif src.kind == PTMX:  # the path is /dev/ptmx: opening it makes a NEW pty
+        new = File(PTMX, -1, _new_obj(w), acc | O_LARGEFILE, fmode, 0, 0)
+    else:  # anon inodes (epoll, timerfd) and sockets cannot be opened through /proc
+        return err("ENXIO", w)
+    return _install_new(w, t, [new])
+
+
+REOPENABLE = frozenset(PIPE_KINDS | {REG, PTS, PTMX})
+
+SYSCALLS = {
+    "open": sys_open,
+    "close": sys_close,
+    "dup": sys_dup,
+    "dup2": sys_dup2,
+    "setfl": sys_setfl,
+    "setfd": sys_setfd,
+    "setown": sys_setown,
+    "lseek": sys_lseek,
+    "fork": sys_fork,
+    "clone_files": sys_clone_files,
+    "exec": sys_exec,
+    "exit": sys_exit,
+    "reopen": sys_reopen,
+    "pipe": sys_pipe,
+    "openpty": sys_openpty,
+    "epoll_create": sys_epoll_create,
+    "epoll_add": sys_epoll_add,
+    "epoll_del": sys_epoll_del,
+    "socketpair": sys_socketpair,
+    "sendmsg": sys_sendmsg,
+    "recvmsg": sys_recvmsg,
+    "timerfd": sys_timerfd,
+}
+
+
+def apply(w: World, action: tuple) -> tuple[Outcome, World]:
+    """Perform an environment action `(name, task, *args)`."""
+    name, t, *args = action
+    if not 0 <= t < len(w.tasks):
+        raise ValueError(f"{name}: no task {t}")
+    return SYSCALLS[name](w, t, *args)
+
+
+def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[tuple]:
+    """The actions task `t` can take that may change the state (calls that can only fail
+    are left out: they are not steps). `on` is the set of enabled action names."""
+    task = w.tasks[t]
+    table = w.tables[task.table]
+    fds = [fd for fd, s in enumerate(table) if s != EMPTY]
+    nfree = len(table) - len(fds)
+    files = w.files
+    if "open" in on and nfree:
+        for path in range(cfg.paths):
+            for acc in cfg.access_modes:
+                for flags in cfg.open_flags:
+                    yield ("open", t, path, acc, flags, 0)
+                    if cfg.open_cloexec:
+                        yield ("open", t, path, acc, flags, 1)
+    for fd in fds:
+        s = table[fd]
+        f = files[s >> 1]
+        if "close" in on:
+            yield ("close", t, fd)
+        if "dup" in on and nfree:
+            yield ("dup", t, fd)
+        if "dup2" in on:
+            for nfd in range(len(table)):
+                if nfd != fd:
+                    yield ("dup2", t, fd, nfd)
+        if "setfl" in on:
+            for fl in cfg.setfl_flags:
+                yield ("setfl", t, fd, fl)
+        if "setfd" in on:
+            yield ("setfd", t, fd, 1 - (s & 1))
+        if "setown" in on and not f.owner:
+            yield ("setown", t, fd)
+        if "lseek" in on and f.f_mode & FMODE_LSEEK:
+            for pos in range(cfg.offsets):
+                if pos != f.f_pos:
+                    yield ("lseek", t, fd, pos)
+        if f.kind == EPOLL:
+            if "epoll_add" in on:
+                for fd2 in fds:
+                    if fd2 != fd and files[table[fd2] >> 1].kind in CAN_POLL:
+                        yield ("epoll_add", t, fd, fd2)
+            if "epoll_del" in on:
+                for tf, fd2 in f.epitems:
+                    if fd2 < len(table) and table[fd2] != EMPTY and table[fd2] >> 1 == tf:
+                        yield ("epoll_del", t, fd, fd2)
+        if f.kind == UNIX:
+            if "sendmsg" in on:
+                for fd2 in fds:
+                    yield ("sendmsg", t, fd, fd2)
+            if "recvmsg" in on and f.rcvq:
+                yield ("recvmsg", t, fd)
+    if "reopen" in on and nfree:
+        for t2, other in enumerate(w.tasks):
+            for fd2, s2 in enumerate(w.tables[other.table]):
+                if s2 != EMPTY and files[s2 >> 1].kind in REOPENABLE:
+                    for acc in cfg.access_modes:
+                        yield ("reopen", t, t2, fd2, acc)
+    if nfree >= 2:
+        for name in ("pipe", "openpty", "socketpair"):
+            if name in on:
+                yield (name, t)
+    if nfree:
+        for name in ("epoll_create", "timerfd"):
+            if name in on:
+                yield (name, t)
+    inside = sum(1 for x in w.tasks if x.inside)
+    outside = len(w.tasks) - inside
+    for name in ("fork", "clone_files"):
+        if name in on:
+            if task.inside:
+                if inside < cfg.inside_tasks:
+                    yield (name, t, 1)
+            else:
+                if outside < cfg.outside_tasks:
+                    yield (name, t, 0)
+                if inside < cfg.inside_tasks:
+                    yield (name, t, 1)
+    if "exec" in on:
+        yield ("exec", t)
+    if "exit" in on:
+        yield ("exit", t)
+
+
+def initial_world(max_fds: int) -> World:
+    """One outside task with an empty fd table: the container is made by it forking or
+    cloning a task into it, which is also how sharing across the boundary arises."""
+    return World((Task(0, 0, 0),), ((EMPTY,) * max_fds,), (), 0)

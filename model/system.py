@@ -1,0 +1,241 @@
+"""The whole model for the checker: environment steps, the checkpoint's phases, image
+tampering and restart, under one config and one design variant.
+
+`CrModel` offers what `checker/` asks of any model: initial states, successors, a canonical
+form, plus names and renderings for traces. It is pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from model import checkpoint
+from model.config import Config
+from model.env import apply, env_actions, initial_world
+from model.flags import flags_str, fmode_str
+from model.image import TAMPERS, tamper
+from model.restart import restart
+from model.state import (
+    CHECKED,
+    COLLECTED,
+    DONE,
+    EMPTY,
+    FROZEN,
+    KIND_NAMES,
+    OBJ_NAMES,
+    PHASE_NAMES,
+    RESTARTED,
+    WRITTEN,
+    World,
+)
+from model.variants import Variant
+from model.world import canonical
+
+CR_ACTIONS = ("freeze", "collect", "contained", "write", "visited", "tamper", "restart")
+
+
+def code_version() -> str:
+    """A digest of the model's source, so snapshots of another model version are refused."""
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class CrModel:
+    """Linux open files + checkpoint/restart, bounded by `cfg`, following design `variant`."""
+
+    def __init__(self, cfg: Config, variant: Variant) -> None:
+        self.cfg = cfg
+        self.variant = variant
+        self.on = cfg.enabled_actions()
+        # During a checkpoint outside tasks act, but nothing enters the frozen container.
+        self._steps = {
+            COLLECTED: checkpoint.contained,
+            CHECKED: checkpoint.write,
+            WRITTEN: checkpoint.visited,
+        }
+        self._step_names = {FROZEN: "collect" if variant.full_container else "write",
+                            COLLECTED: "contained", CHECKED: "write", WRITTEN: "visited"}
+
+    # --- the checker's interface -------------------------------------------------------------
+
+    def init_states(self) -> list[World]:
+        return [initial_world(self.cfg.max_fds)]
+
+    def canonical(self, w: World) -> World:
+        return canonical(w)
+
+    def successors(self, w: World) -> Iterator[tuple[tuple, World]]:
+        cr = w.cr
+        v = self.variant
+        if not cr:
+            if w.steps < self.cfg.env_steps:
+                for a, w2 in self._env(w, inside_ok=True):
+                    yield a, w2._replace(steps=w.steps + 1)
+            if any(t.inside for t in w.tasks):
+                yield ("freeze",), checkpoint.freeze(w, v)
+            return
+        phase = cr.phase
+        if phase < DONE:
+            if cr.ext_steps < self.cfg.checkpoint_steps:
+                for a, w2 in self._env(w, inside_ok=False):
+                    yield a, w2._replace(cr=w2.cr._replace(ext_steps=cr.ext_steps + 1))
+            name = self._step_names[phase]
+            if phase == FROZEN:
+                step = checkpoint.collect if v.full_container else checkpoint.write
+            else:
+                step = self._steps[phase]
+            yield (name,), step(w, v)
+        elif phase == DONE:
+            code, obs, files = restart(cr.image, v, self.cfg.max_fds)
+            yield ("restart",), w._replace(
+                cr=cr._replace(phase=RESTARTED, rst_error=code, restored=obs, rst_files=files)
+            )
+            if not cr.tampered:
+                for k in TAMPERS:
+                    img = tamper(cr.image, k)
+                    if img is not None:
+                        yield ("tamper", k), w._replace(cr=cr._replace(image=img, tampered=k))
+
+    def _env(self, w: World, inside_ok: bool) -> Iterator[tuple[tuple, World]]:
+        for t, task in enumerate(w.tasks):
+            if task.frozen or (task.inside and not inside_ok):
+                continue
+            for a in env_actions(w, self.cfg, t, self.on):
+                if not inside_ok and a[0] in ("fork", "clone_files") and a[2]:
+                    continue  # the container is frozen: nothing new enters it
+                _, w2 = apply(w, a)
+                if w2 != w:  # a call that changes nothing is not a step
+                    yield a, w2
+
+    # --- names and renderings ----------------------------------------------------------------
+
+    def action_name(self, a: tuple) -> str:
+        return a[0]
+
+    def all_action_names(self) -> list[str]:
+        return sorted(self.on) + list(CR_ACTIONS)
+
+    def fingerprint_salt(self) -> str:
+        return f"{self.cfg.key()}|{self.variant.name}|{code_version()}"
+
+    def format_action(self, a: tuple) -> str:
+        return format_action(a)
+
+    def describe(self, w: World) -> dict[str, str]:
+        return describe(w)
+
+    def state_to_json(self, w: World) -> dict:
+        return to_json(w)
+
+    def action_to_json(self, a: tuple) -> dict:
+        return {"name": a[0], "args": list(a[1:])}
+
+
+def format_action(a: tuple) -> str:
+    """`task 1: dup2(0, 2)` for environment calls, `checkpoint: collect` for the rest."""
+    name = a[0]
+    if name in ("freeze", "collect", "contained", "write", "visited"):
+        return f"checkpoint: {name}"
+    if name == "restart":
+        return "restart from the image"
+    if name == "tamper":
+        return f"tamper with the image: {TAMPERS[a[1]]}"
+    t, args = a[1], list(a[2:])
+    if name == "open":
+        path, acc, flags, cloexec = args
+        fl = flags_str(acc | flags) + ("|O_CLOEXEC" if cloexec else "")
+        return f"task {t}: open(f{path}, {fl})"
+    if name == "setfl":
+        return f"task {t}: fcntl({args[0]}, F_SETFL, {flags_str(args[1])})"
+    if name == "setfd":
+        return f"task {t}: fcntl({args[0]}, F_SETFD, {'FD_CLOEXEC' if args[1] else 0})"
+    if name == "setown":
+        return f"task {t}: fcntl({args[0]}, F_SETOWN, getpid())"
+    if name in ("fork", "clone_files"):
+        where = "into the container" if args[0] else "outside"
+        call = "fork()" if name == "fork" else "clone(CLONE_FILES)"
+        return f"task {t}: {call}, child {where}"
+    if name == "reopen":
+        return f"task {t}: open(/proc/<task {args[0]}>/fd/{args[1]}, {flags_str(args[2])})"
+    return f"task {t}: {name}({', '.join(map(str, args))})"
+
+
+def _file_text(f) -> str:
+    parts = [KIND_NAMES[f.kind]]
+    if f.path >= 0:
+        parts.append(f"f{f.path}")
+    parts += [flags_str(f.f_flags), f"mode={fmode_str(f.f_mode)}", f"pos={f.f_pos}"]
+    if f.obj >= 0:
+        parts.append(f"obj={f.obj}")
+    if f.owner:
+        parts.append("owner")
+    if f.epitems:
+        parts.append("watches=" + ",".join(f"file{t}/fd{fd}" for t, fd in f.epitems))
+    if f.rcvq:
+        parts.append("in-flight=" + ",".join(f"file{x}" for x in f.rcvq))
+    return " ".join(parts)
+
+
+def describe(w: World) -> dict[str, str]:
+    """A flat view (`path -> text`) so a trace can show only what each step changed."""
+    d: dict[str, str] = {}
+    for i, t in enumerate(w.tasks):
+        where = "inside" if t.inside else "outside"
+        d[f"task {i}"] = f"{where}{' frozen' if t.frozen else ''}, table {t.table}"
+    for ti, table in enumerate(w.tables):
+        for fd, s in enumerate(table):
+            if s != EMPTY:
+                d[f"table {ti} fd {fd}"] = f"file {s >> 1}" + (" FD_CLOEXEC" if s & 1 else "")
+    for fi, f in enumerate(w.files):
+        d[f"file {fi}"] = _file_text(f)
+    d["env steps"] = str(w.steps)
+    cr = w.cr
+    if cr:
+        err = f" error={_errname(cr.error)}" if cr.error else ""
+        d["checkpoint"] = PHASE_NAMES[cr.phase] + err
+        for i, e in enumerate(cr.objhash):
+            seen = " VISITED" if e.visited else ""
+            d[f"objhash objref {i + 1}"] = f"{OBJ_NAMES[e.objtype]} {e.ptr} users={e.users}{seen}"
+        if cr.image:
+            for i, r in enumerate(cr.image):
+                d[f"image record {i}"] = repr(r)
+        if cr.leak_check:
+            d["written though shared at check"] = _refs(cr.leak_check)
+        if cr.leak_write:
+            d["written though shared at write"] = _refs(cr.leak_write)
+        if cr.tampered:
+            d["image tampered"] = TAMPERS[cr.tampered]
+        if cr.phase == RESTARTED:
+            d["restart"] = _errname(cr.rst_error) if cr.rst_error else "ok"
+            if cr.restored:
+                d["restored"] = repr(cr.restored)
+        if cr.snapshot:
+            d["snapshot at write"] = repr(cr.snapshot)
+    return d
+
+
+def _refs(pairs) -> str:
+    return ", ".join(f"objref {r} ({OBJ_NAMES[t]})" for r, t in pairs)
+
+
+def _errname(code: int) -> str:
+    import errno
+
+    return "-" + errno.errorcode.get(code, str(code))
+
+
+def to_json(w: World):
+    """Plain JSON data (records as objects, tuples as lists) for ITF traces."""
+
+    def conv(x):
+        if hasattr(x, "_asdict"):
+            return {k: conv(v) for k, v in x._asdict().items()}
+        if isinstance(x, tuple):
+            return [conv(v) for v in x]
+        return x
+
+    return conv(w)

@@ -1,0 +1,127 @@
+"""Design variants: the Linux-CR design as read from the patches, proposed fixes, CRIU's
+policy, and single-bug mutants. A variant is data: the model reads its knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal
+
+Kind = Literal["baseline", "fixed", "policy", "mutant"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: Kind
+    doc: str
+    # --- checkpoint ---
+    full_container: bool = True  # collect + contained check (False: CHECKPOINT_SUBTREE)
+    users_start: int = 2  # obj_new: one for the reference found, one for the objhash's own
+    collect_every: bool = False  # call ->collect on every encounter, not only the first
+    contained_check: bool = True
+    visited_check: bool = True
+    pipe_ref_users: bool = False  # pipes get ->collect and the INODE gets ref_users
+    epoll_counts_targets: bool = True  # eventpoll ->collect adds a `users` per watched target
+    recheck_after_write: bool = False  # run the contained check again before succeeding
+    skip_uncheckpointable: bool = False  # silently leave out files without ->checkpoint
+    refuse_external_unix: bool = False  # CRIU: a unix socket whose peer is outside is refused
+    # --- restart ---
+    setfl: Literal["mask", "none"] = "mask"  # F_SETFL with f_flags & CKPT_SETFL_MASK, or skip
+    cloexec_per_file: bool = False  # close-on-exec kept per file, not per descriptor
+    new_file_per_fd: bool = False  # a new struct file per fd record instead of by objref
+    fmode_check: bool = True  # downgrade only, else -EINVAL
+    type_check: bool = True  # fetched object must have the expected type (-ENOMSG)
+    partial_restore: bool = False  # a failed restart leaves the tasks built so far
+    restore_pos: bool = True  # vfs_llseek(f_pos)
+    share_tables: bool = True  # a task with a known table objref adopts the table
+    pts_by_peer: bool = False  # reopen the pty slave with TIOCGPTPEER (no O_LARGEFILE)
+    flags_reread: bool = False  # CRIU: re-read F_GETFL after restore, fail if a flag dropped
+    restart_keeps_ref: bool = False  # the restart objhash's reference is never dropped
+    expected: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def knobs(v: Variant) -> dict[str, object]:
+    """The knobs that differ from the Linux-CR baseline (for listings)."""
+    base = LINUXCR
+    skip = {"name", "kind", "doc", "expected"}
+    return {
+        f.name: getattr(v, f.name)
+        for f in fields(Variant)
+        if f.name not in skip and getattr(v, f.name) != getattr(base, f.name)
+    }
+
+
+LINUXCR = Variant(
+    "linuxcr",
+    "baseline",
+    "Linux-CR v20 as read from the patches, full-container mode, gaps included",
+)
+
+_FIXES = dict(pipe_ref_users=True, epoll_counts_targets=False, recheck_after_write=True,
+              pts_by_peer=True)
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        LINUXCR,
+        replace(LINUXCR, name="subtree", kind="baseline",
+                doc="CHECKPOINT_SUBTREE: no collect, no contained check (no leak detection)",
+                full_container=False),
+        replace(LINUXCR, name="criu", kind="policy",
+                doc="CRIU's policy: no refcount leak check, external pipes dumped silently, "
+                "external unix sockets refused, flags re-read after restore",
+                full_container=False, refuse_external_unix=True, flags_reread=True),
+        replace(LINUXCR, name="fixed", kind="fixed",
+                doc="every gap closed: pipes leak-checked, epoll targets not over-counted, "
+                "contained check re-run after the write, pty slave reopened by TIOCGPTPEER",
+                **_FIXES),
+        replace(LINUXCR, name="fixed-pipe", kind="fixed",
+                doc="only the pipe gap closed: a pipe's inode gets ->collect and ref_users",
+                pipe_ref_users=True),
+        replace(LINUXCR, name="fixed-epoll", kind="fixed",
+                doc="only the epoll gap closed: watched targets are collected without a count",
+                epoll_counts_targets=False),
+        replace(LINUXCR, name="fixed-race", kind="fixed",
+                doc="only the race closed: the contained check runs again after the write",
+                recheck_after_write=True),
+        # --- single-bug mutants (each starts from `fixed`, so its violation is its own) ---
+        replace(LINUXCR, name="mut-users-start-1", kind="mutant",
+                doc="obj_new starts users at 1 (forgets the objhash's own reference)",
+                users_start=1, **_FIXES),
+        replace(LINUXCR, name="mut-collect-every", kind="mutant",
+                doc="->collect runs on every encounter of a file, not only the first",
+                collect_every=True, **_FIXES),
+        replace(LINUXCR, name="mut-no-contained", kind="mutant",
+                doc="the contained check is skipped", contained_check=False, **_FIXES),
+        replace(LINUXCR, name="mut-no-visited", kind="mutant",
+                doc="the visited check is skipped", visited_check=False, **_FIXES),
+        replace(LINUXCR, name="mut-skip-uncheckpointable", kind="mutant",
+                doc="scan_fds silently passes over files without ->checkpoint (collect and write)",
+                skip_uncheckpointable=True, **_FIXES),
+        replace(LINUXCR, name="mut-no-setfl", kind="mutant",
+                doc="restart skips F_SETFL", setfl="none", **_FIXES),
+        replace(LINUXCR, name="mut-cloexec-per-file", kind="mutant",
+                doc="close-on-exec saved per file (from its first descriptor), not per fd",
+                cloexec_per_file=True, **_FIXES),
+        replace(LINUXCR, name="mut-new-file-per-fd", kind="mutant",
+                doc="restart makes a new struct file for every fd record",
+                new_file_per_fd=True, **_FIXES),
+        replace(LINUXCR, name="mut-fmode-upgrade", kind="mutant",
+                doc="restart accepts an f_mode the reopened file does not match (no check)",
+                fmode_check=False, **_FIXES),
+        replace(LINUXCR, name="mut-no-type-check", kind="mutant",
+                doc="restart does not check the type of the object an objref names",
+                type_check=False, **_FIXES),
+        replace(LINUXCR, name="mut-partial-restore", kind="mutant",
+                doc="a failed restart leaves the tasks and fd tables built so far",
+                partial_restore=True, **_FIXES),
+        replace(LINUXCR, name="mut-no-lseek", kind="mutant",
+                doc="restart does not restore f_pos", restore_pos=False, **_FIXES),
+        replace(LINUXCR, name="mut-no-shared-table", kind="mutant",
+                doc="restart gives every task its own table even when the objref is known",
+                share_tables=False, **_FIXES),
+        replace(LINUXCR, name="mut-restart-keeps-ref", kind="mutant",
+                doc="restart never drops the restart objhash's reference on files",
+                restart_keeps_ref=True, **_FIXES),
+    ]
+}

@@ -1,0 +1,1 @@
+"""Strengthening lemmas for inductive proofs (see checker/z3 engine)."""

@@ -1,0 +1,1 @@
+"""Live-kernel conformance driver (real syscalls in child processes)."""
