@@ -57,9 +57,14 @@ class TextProgress:
     at the end of every level that took at least `slow_level` seconds, plus the final one."""
 
     def __init__(
-        self, stream: TextIO | None = None, interval: float = 2.0, slow_level: float = 1.0
+        self,
+        stream: TextIO | None = None,
+        interval: float = 2.0,
+        slow_level: float = 1.0,
+        title: str = "",
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self.prefix = f"{title}: " if title else ""
         self.interval = interval
         self.slow_level = slow_level
         self._last = -float("inf")
@@ -70,11 +75,11 @@ class TextProgress:
         if slow_level_end or now - self._last >= self.interval:
             self._last = now
             suffix = f"  (level took {info.level_seconds:.1f}s)" if info.level_done else ""
-            print(info.line() + suffix, file=self.stream, flush=True)
+            print(self.prefix + info.line() + suffix, file=self.stream, flush=True)
 
     def close(self, info: ProgressInfo | None = None) -> None:
         if info is not None:
-            print(info.line() + "  done", file=self.stream, flush=True)
+            print(self.prefix + info.line() + "  done", file=self.stream, flush=True)
 
 
 class RichProgress:
@@ -133,13 +138,15 @@ class CallableProgress:
         pass
 
 
-def auto_progress(stream: TextIO | None = None) -> RichProgress | TextProgress:
-    """A live display on a terminal, plain lines otherwise."""
+def auto_progress(
+    stream: TextIO | None = None, title: str = "", live: bool = True
+) -> RichProgress | TextProgress:
+    """A live display on a terminal (unless `live` is False), plain lines otherwise."""
     s = stream if stream is not None else sys.stderr
     isatty = getattr(s, "isatty", None)
-    if isatty is not None and isatty():
-        return RichProgress(s)
-    return TextProgress(s)
+    if live and isatty is not None and isatty():
+        return RichProgress(s, title=title or "exploring")
+    return TextProgress(s, title=title)
 
 
 def as_progress(progress: Any) -> Any:

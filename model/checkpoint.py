@@ -56,7 +56,7 @@ def _finished(cr: Cr) -> World:
     """The state once a checkpoint has ended. Nothing after this point (restart, tampering,
     the specs) reads the running system, only `cr`, so the system is dropped: states that
     differ only in what outside tasks did meanwhile are one state."""
-    return World((), (), (), 0, cr)
+    return World((), (), (), 0, cr._replace(ext_steps=0))
 
 
 def is_clean(w: World) -> int:

@@ -80,7 +80,9 @@ class CrModel:
             return
         phase = cr.phase
         if phase < DONE:
-            if cr.ext_steps < self.cfg.checkpoint_steps:
+            # Outside tasks act between the phases. Not right after the freeze: what they
+            # could do there they could do before it (the freeze changes nothing they see).
+            if phase != FROZEN and cr.ext_steps < self.cfg.checkpoint_steps:
                 for a, w2 in self._env(w, inside_ok=False):
                     yield a, w2._replace(cr=w2.cr._replace(ext_steps=cr.ext_steps + 1))
             name = self._step_names[phase]
@@ -91,8 +93,11 @@ class CrModel:
             yield (name,), step(w, v)
         elif phase == DONE:
             code, obs, files = restart(cr.image, v, self.cfg.max_fds)
+            # The image has served: the specs read the snapshot and the restored tasks.
             yield ("restart",), w._replace(
-                cr=cr._replace(phase=RESTARTED, rst_error=code, restored=obs, rst_files=files)
+                cr=cr._replace(
+                    phase=RESTARTED, rst_error=code, restored=obs, rst_files=files, image=()
+                )
             )
             if not cr.tampered:
                 for k in TAMPERS:

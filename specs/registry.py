@@ -21,15 +21,10 @@ class Spec:
     applies: str  # the modes and variants it is about
     deviations: dict[str, str]  # variant -> why its verdict differs from the default
 
-    @property
-    def default(self) -> str:
-        return "holds" if self.kind == "invariant" else "reached"
-
     def expected(self, variant: str) -> str:
-        """The verdict this spec should get under `variant`."""
-        if variant not in self.deviations:
-            return self.default
-        return "violated" if self.kind == "invariant" else "unreached"
+        """The verdict this spec should get under `variant`: `holds` or `violated`. For a
+        witness, `holds` means reached and `violated` means never reached."""
+        return "violated" if variant in self.deviations else "holds"
 
     def reason(self, variant: str) -> str:
         return self.deviations.get(variant, "")

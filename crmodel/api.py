@@ -1,0 +1,248 @@
+"""The Python API behind the CLI and the notebooks: pick a config, variants and specs, run an
+engine, get rows of verdicts with their traces.
+
+    from crmodel import api
+    report = api.check("tiny", variants=["linuxcr"], specs=["leak_detection_sound"])
+    row = report.rows[0]; print(row.verdict, row.expected); print(row.trace_text())
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import checker
+from checker.model import Property
+from checker.progress import auto_progress
+from checker.result import Exploration, Result
+from checker.trace import Trace
+from model.config import PRESETS, Config, ConfigError, load
+from model.system import CrModel
+from model.variants import VARIANTS, Variant
+from specs import SPECS, Spec
+
+ENGINES = ("explicit", "z3")
+
+
+class UsageError(ValueError):
+    """A bad name or value given by the user: the CLI prints it on one line, exit 2."""
+
+
+def config(spec: str | Config) -> Config:
+    if isinstance(spec, Config):
+        return spec
+    try:
+        return load(spec)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _pick(names: Sequence[str] | None, known: dict, what: str) -> list[str]:
+    if not names:
+        return list(known)
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise UsageError(f"unknown {what} {bad[0]!r}; known: {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def properties(spec_names: Sequence[str]) -> list[Property]:
+    """The checker's view of specs: invariants and reachability witnesses."""
+    out = []
+    for n in spec_names:
+        s = SPECS[n]
+        make = checker.invariant if s.kind == "invariant" else checker.reachable
+        out.append(make(n, s.predicate, s.statement))
+    return out
+
+
+def model(cfg: str | Config = "tiny", variant: str | Variant = "linuxcr") -> CrModel:
+    v = variant if isinstance(variant, Variant) else VARIANTS[_pick([variant], VARIANTS,
+                                                                     "variant")[0]]
+    return CrModel(config(cfg), v)
+
+
+def verdict(r: Result) -> str:
+    """The checker's verdict in the CLI's vocabulary: a witness reached `holds`, never
+    reached `violated`."""
+    return {"reached": "holds", "unreached": "violated"}.get(r.verdict, r.verdict)
+
+
+@dataclass
+class Row:
+    """One (variant, spec) verdict."""
+
+    variant: str
+    spec: str
+    kind: str
+    engine: str
+    verdict: str
+    expected: str
+    states: int
+    transitions: int
+    depth: int
+    seconds: float
+    reason: str
+    trace: Trace | None = field(default=None, repr=False)
+    trace_path: str | None = None
+    model: CrModel | None = field(default=None, repr=False)
+
+    @property
+    def matches(self) -> bool:
+        return self.verdict == self.expected
+
+    @property
+    def trace_length(self) -> int | None:
+        """Steps (actions) in the counterexample or witness trace."""
+        return None if self.trace is None else len(self.trace) - 1
+
+    def trace_text(self) -> str:
+        return "" if self.trace is None else self.trace.to_text(self.model)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "spec": self.spec,
+            "kind": self.kind,
+            "engine": self.engine,
+            "verdict": self.verdict,
+            "expected": self.expected,
+            "states": self.states,
+            "transitions": self.transitions,
+            "depth": self.depth,
+            "seconds": round(self.seconds, 3),
+            "trace_length": self.trace_length,
+            "trace": self.trace_path,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Report:
+    config: Config
+    rows: list[Row]
+    explorations: dict[str, Exploration]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.matches for r in self.rows)
+
+    def mismatches(self) -> list[Row]:
+        return [r for r in self.rows if not r.matches]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "results": [r.to_json() for r in self.rows]}
+
+
+def _explore_one(args: tuple) -> tuple[str, Exploration, float]:
+    cfg, vname, spec_names, bounds, show, save, resume, live = args
+    m = CrModel(cfg, VARIANTS[vname])
+    progress = auto_progress(sys.stderr, title=vname, live=live) if show else None
+    t0 = time.perf_counter()
+    ex = checker.explore(
+        m, properties(spec_names), progress=progress, save=save, resume=resume,
+        stop_when_decided=False, **bounds,
+    )
+    return vname, ex, time.perf_counter() - t0
+
+
+def check(
+    cfg: str | Config = "tiny",
+    variants: Sequence[str] | None = None,
+    specs: Sequence[str] | None = None,
+    *,
+    engine: str = "explicit",
+    max_states: int | None = None,
+    max_depth: int | None = None,
+    max_seconds: float | None = None,
+    traces_dir: str | Path | None = None,
+    progress: bool = False,
+    save: str | None = None,
+    resume: str | None = None,
+    jobs: int = 1,
+    on_variant: Callable[[str, Exploration], None] | None = None,
+) -> Report:
+    """Explore each variant once (all chosen specs in one pass) and compare every verdict
+    with the spec's expectation. `progress` shows each run's progress on stderr (a live line
+    on a terminal); `jobs` > 1 runs variants in parallel processes (same results)."""
+    cfg = config(cfg)
+    vnames = _pick(variants, VARIANTS, "variant")
+    snames = _pick(specs, SPECS, "spec")
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    if engine == "z3":
+        from crmodel import z3run  # heavy import only when asked
+
+        return z3run.check(cfg, vnames, snames, traces_dir=traces_dir)
+    if (save or resume) and len(vnames) > 1:
+        raise UsageError("--save/--resume need exactly one --variant")
+    bounds = {"max_states": max_states, "max_depth": max_depth, "max_seconds": max_seconds}
+    parallel = jobs > 1 and len(vnames) > 1
+    jobs_args = [(cfg, v, snames, bounds, progress, save, resume, not parallel) for v in vnames]
+    explorations: dict[str, Exploration] = {}
+    if parallel:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(min(jobs, len(vnames))) as pool:
+            for vname, ex, _ in pool.imap(_explore_one, jobs_args):
+                explorations[vname] = ex
+                if on_variant:
+                    on_variant(vname, ex)
+    else:
+        for a in jobs_args:
+            vname, ex, _ = _explore_one(a)
+            explorations[vname] = ex
+            if on_variant:
+                on_variant(vname, ex)
+    rows = []
+    for vname in vnames:
+        ex = explorations[vname]
+        m = CrModel(cfg, VARIANTS[vname])
+        for r in ex.results:
+            spec: Spec = SPECS[r.property]
+            row = Row(
+                vname, r.property, spec.kind, "explicit", verdict(r), spec.expected(vname),
+                r.states, r.transitions, r.depth, r.seconds, r.reason, r.trace, None, m,
+            )
+            if traces_dir is not None and r.trace is not None:
+                row.trace_path = write_trace(row, Path(traces_dir))
+            rows.append(row)
+    return Report(cfg, rows, explorations)
+
+
+def write_trace(row: Row, folder: Path) -> str:
+    """`<variant>__<spec>.itf.json` and a `.txt` beside it; returns the ITF path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / f"{row.variant}__{row.spec}"
+    assert row.trace is not None
+    itf = row.trace.write_itf(base.with_suffix(".itf.json"), row.model)
+    base.with_suffix(".txt").write_text(row.trace_text())
+    return str(itf)
+
+
+def spec_list() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "doc": s.statement,
+            "applies": s.applies,
+            "violated_by": dict(s.deviations),
+        }
+        for s in SPECS.values()
+    ]
+
+
+def variant_list() -> list[dict[str, Any]]:
+    from model.variants import knobs
+
+    return [{"name": v.name, "kind": v.kind, "doc": v.doc, "knobs": knobs(v)}
+            for v in VARIANTS.values()]
+
+
+def config_list() -> list[dict[str, Any]]:
+    return [{"name": c.name, "doc": c.doc, **c.to_dict()} for c in PRESETS.values()]

@@ -1,0 +1,181 @@
+"""The `crmodel` command: a thin layer over `crmodel.api`.
+
+Exit codes: 0 every verdict matches its expectation, 1 one differs, 2 usage or input error
+(one line on stderr, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from checker.snapshot import SnapshotMismatch
+from crmodel import api
+
+err_console = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Usage errors as one line and exit 2, never a traceback."""
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        kwargs.setdefault("standalone_mode", False)
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as e:
+            click.echo(f"crmodel: {e.format_message()}", err=True)
+            sys.exit(2)
+        except (api.UsageError, SnapshotMismatch, FileNotFoundError) as e:
+            click.echo(f"crmodel: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """A model checker for checkpoint/restart of open files (Linux-CR)."""
+
+
+@main.command()
+@click.option("--config", "cfg", default="default", show_default=True,
+              help="A preset (tiny, default, deep) or a TOML file.")
+@click.option("--variant", "variants", multiple=True, help="Design variant (repeatable).")
+@click.option("--spec", "specs", multiple=True, help="Spec name (repeatable).")
+@click.option("--engine", default="explicit", show_default=True, help="explicit or z3.")
+@click.option("--max-states", type=click.IntRange(min=1), help="Stop after this many states.")
+@click.option("--max-depth", type=click.IntRange(min=0), help="Stop at this BFS depth.")
+@click.option("--max-seconds", type=click.FloatRange(min=0.001), help="Stop after this time.")
+@click.option("--traces", "traces_dir", type=click.Path(file_okay=False),
+              help="Write every trace as <variant>__<spec>.itf.json and .txt here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Parallel processes over variants [default: cores].")
+@click.option("--save", type=click.Path(dir_okay=False),
+              help="Write a resumable snapshot here (one variant only).")
+@click.option("--resume", type=click.Path(dir_okay=False, exists=True),
+              help="Continue from a snapshot (same config, variant, specs, code).")
+@click.option("--show-traces", is_flag=True,
+              help="Print every counterexample as text (default: the baseline's only).")
+def check(cfg, variants, specs, engine, max_states, max_depth, max_seconds, traces_dir,
+          as_json, jobs, save, resume, show_traces) -> None:
+    """Explore the model and compare each (variant, spec) verdict with its expectation."""
+    config = api.config(cfg)
+    jobs = jobs or min(os.cpu_count() or 1, 2)
+    out = Console(stderr=as_json)
+
+    def done(v: str, ex) -> None:
+        if not as_json:
+            out.print(f"[dim]{v}: {ex.states:,} states, {ex.transitions:,} transitions, "
+                      f"depth {ex.depth}, {ex.seconds:.1f}s"
+                      + ("" if ex.complete else f", stopped by {ex.stopped_by}") + "[/dim]")
+            if ex.never_fired:
+                out.print(f"[yellow]  warning: {v}: actions that never fired: "
+                          f"{', '.join(ex.never_fired)}[/yellow]")
+
+    report = api.check(
+        config, variants, specs, engine=engine, max_states=max_states, max_depth=max_depth,
+        max_seconds=max_seconds, traces_dir=traces_dir, save=save,
+        resume=resume, jobs=jobs, on_variant=done, progress=not as_json,
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(out, report, show_traces)
+    sys.exit(0 if report.ok else 1)
+
+
+_MARK = {"holds": "[green]holds[/]", "violated": "[red]VIOL[/]", "proved": "[green]proved[/]",
+         "unknown": "[yellow]?[/]"}
+
+
+def _print_report(out: Console, report: api.Report, show_traces: bool) -> None:
+    specs = list(dict.fromkeys(r.spec for r in report.rows))
+    variants = list(dict.fromkeys(r.variant for r in report.rows))
+    cell = {(r.variant, r.spec): r for r in report.rows}
+    table = Table(title=f"crmodel check, config {report.config.name}", show_lines=False)
+    table.add_column("variant")
+    for i, _ in enumerate(specs):
+        table.add_column(f"S{i + 1}", justify="center")
+    for v in variants:
+        cells = []
+        for s in specs:
+            r = cell[(v, s)]
+            text = _MARK.get(r.verdict, r.verdict)
+            cells.append(text if r.matches else f"[bold reverse]{r.verdict}≠{r.expected}[/]")
+        table.add_row(v, *cells)
+    out.print(table)
+    for i, s in enumerate(specs):
+        kind = "" if report.rows and cell[(variants[0], s)].kind == "invariant" else " (witness)"
+        out.print(f"  S{i + 1} = {s}{kind}")
+    out.print("  VIOL = violated (for a witness: never reached); every cell is as expected "
+              "unless shown as got≠expected")
+    baseline = [r for r in report.rows if r.verdict == "violated" and r.kind == "invariant"
+                and (show_traces or r.variant == variants[0])]
+    for r in baseline:
+        out.rule(f"{r.variant}: {r.spec} violated, shortest counterexample "
+                 f"({r.trace_length} steps)")
+        out.print(r.trace_text(), markup=False, highlight=False)
+        if r.trace_path:
+            out.print(f"ITF: {r.trace_path}")
+    bad = report.mismatches()
+    n = len(report.rows)
+    if bad:
+        out.print(f"[bold red]{len(bad)} of {n} verdicts differ from expectation:[/]")
+        for r in bad:
+            out.print(f"  {r.variant} / {r.spec}: got {r.verdict}, expected {r.expected}"
+                      + (f" ({r.reason})" if r.reason else ""))
+    else:
+        out.print(f"[bold green]all {n} verdicts as expected[/]")
+
+
+def _listing(items: list[dict], as_json: bool, cols: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = Table()
+    for c in cols:
+        table.add_column(c)
+    for it in items:
+        table.add_row(*(str(it[c]) for c in cols))
+    Console().print(table)
+
+
+@main.command("specs")
+@click.option("--json", "as_json", is_flag=True)
+def specs_cmd(as_json: bool) -> None:
+    """The invariant catalogue: each spec's statement."""
+    _listing(api.spec_list(), as_json, ["name", "kind", "doc"])
+
+
+@main.command("variants")
+@click.option("--json", "as_json", is_flag=True)
+def variants_cmd(as_json: bool) -> None:
+    """Design variants: baseline, fixed, policy and mutants."""
+    _listing(api.variant_list(), as_json, ["name", "kind", "doc"])
+
+
+@main.command("configs")
+@click.option("--json", "as_json", is_flag=True)
+def configs_cmd(as_json: bool) -> None:
+    """Built-in configuration presets."""
+    _listing(api.config_list(), as_json, ["name", "doc"])
+
+
+@main.command("trace")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+def trace_cmd(path: str) -> None:
+    """Print a trace written by `check --traces` (the .itf.json file) as text."""
+    p = Path(path)
+    txt = p.with_name(p.name.replace(".itf.json", ".txt"))
+    if not txt.exists():
+        raise api.UsageError(f"{path}: no text rendering beside it ({txt.name})")
+    click.echo(txt.read_text())
