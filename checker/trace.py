@@ -95,7 +95,11 @@ class Trace:
                     for k, v in cur.items()
                     if prev.get(k) != v
                 ]
-                changed += [f"  - {k} (was {v})" for k, v in prev.items() if k not in cur]
+                gone = [k for k in prev if k not in cur]
+                if len(gone) > 4:  # a step that drops much: name what went, not each value
+                    changed.append(f"  - {len(gone)} entries gone: {', '.join(gone)}")
+                else:
+                    changed += [f"  - {k} (was {prev[k]})" for k in gone]
                 lines.extend(changed or ["    (no change)"])
             prev = cur
         return "\n".join(lines)

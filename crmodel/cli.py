@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -70,7 +71,8 @@ def check(cfg, variants, specs, engine, max_states, max_depth, max_seconds, trac
     """Explore the model and compare each (variant, spec) verdict with its expectation."""
     config = api.config(cfg)
     jobs = jobs or min(os.cpu_count() or 1, 2)
-    out = Console(stderr=as_json)
+    # Logs and pipes get a wide console so the verdict table is never cut.
+    out = Console(stderr=as_json, width=None if sys.stdout.isatty() else 150)
 
     def done(v: str, ex) -> None:
         if not as_json:
@@ -93,7 +95,7 @@ def check(cfg, variants, specs, engine, max_states, max_depth, max_seconds, trac
     sys.exit(0 if report.ok else 1)
 
 
-_MARK = {"holds": "[green]holds[/]", "violated": "[red]VIOL[/]", "proved": "[green]proved[/]",
+_MARK = {"holds": "[green]✓[/]", "violated": "[red]✗[/]", "proved": "[green]P[/]",
          "unknown": "[yellow]?[/]"}
 
 
@@ -101,23 +103,26 @@ def _print_report(out: Console, report: api.Report, show_traces: bool) -> None:
     specs = list(dict.fromkeys(r.spec for r in report.rows))
     variants = list(dict.fromkeys(r.variant for r in report.rows))
     cell = {(r.variant, r.spec): r for r in report.rows}
-    table = Table(title=f"crmodel check, config {report.config.name}", show_lines=False)
-    table.add_column("variant")
+    table = Table(title=f"crmodel check, config {report.config.name}", show_lines=False,
+                  padding=(0, 0), box=box.SIMPLE_HEAD)
+    table.add_column("variant", no_wrap=True)
+    table.add_column("states", justify="right", no_wrap=True)
     for i, _ in enumerate(specs):
-        table.add_column(f"S{i + 1}", justify="center")
+        table.add_column(f" {i + 1:>2}", justify="right", no_wrap=True)
     for v in variants:
         cells = []
         for s in specs:
             r = cell[(v, s)]
             text = _MARK.get(r.verdict, r.verdict)
-            cells.append(text if r.matches else f"[bold reverse]{r.verdict}≠{r.expected}[/]")
-        table.add_row(v, *cells)
+            cells.append(text if r.matches else "[bold reverse]![/]")
+        states = report.explorations[v].states if v in report.explorations else 0
+        table.add_row(v + " ", f"{states:,}", *cells)
     out.print(table)
     for i, s in enumerate(specs):
         kind = "" if report.rows and cell[(variants[0], s)].kind == "invariant" else " (witness)"
         out.print(f"  S{i + 1} = {s}{kind}")
-    out.print("  VIOL = violated (for a witness: never reached); every cell is as expected "
-              "unless shown as got≠expected")
+    out.print("  ✓ holds (witness: reached)   ✗ violated (witness: never reached)   "
+              "! differs from the expectation (listed below); every other cell is as expected")
     baseline = [r for r in report.rows if r.verdict == "violated" and r.kind == "invariant"
                 and (show_traces or r.variant == variants[0])]
     for r in baseline:

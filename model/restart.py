@@ -126,8 +126,7 @@ class _Restorer:
             f = File(PTMX, -1, o, acc | O_LARGEFILE, acc_fmode(acc), 0, 0)
         elif kind == PTS:  # reopened by name (/dev/pts/N) unless by TIOCGPTPEER
             o = self.shared_obj(OBJ_TTY, r.obj_ref, r.peer_ref)
-            large = 0 if v.pts_by_peer else O_LARGEFILE
-            f = File(PTS, -1, o, acc | large, acc_fmode(acc), 0, 0)
+            f = File(PTS, -1, o, acc | O_LARGEFILE, acc_fmode(acc), 0, 0)
         elif kind == UNIX:
             o = self.shared_obj(OBJ_SOCK, r.obj_ref, r.peer_ref)
             f = File(UNIX, -1, o, O_RDWR, FMODE_READ | FMODE_WRITE, 0, 0)
@@ -151,6 +150,8 @@ class _Restorer:
             if (mode & rw) != (r.f_mode & rw):
                 raise RestartError(EINVAL)
             f = f._replace(f_mode=mode)
+        if v.restore_largefile:  # in-kernel restart can set it as open() would, or clear it
+            f = f._replace(f_flags=(f.f_flags & ~O_LARGEFILE) | (r.f_flags & O_LARGEFILE))
         if v.restore_pos and f.f_mode & FMODE_LSEEK:
             f = f._replace(f_pos=r.f_pos)
         if v.flags_reread and (r.f_flags & CKPT_SETFL_MASK) & ~f.f_flags:

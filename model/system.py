@@ -197,29 +197,71 @@ def describe(w: World) -> dict[str, str]:
                 d[f"table {ti} fd {fd}"] = f"file {s >> 1}" + (" FD_CLOEXEC" if s & 1 else "")
     for fi, f in enumerate(w.files):
         d[f"file {fi}"] = _file_text(f)
-    d["env steps"] = str(w.steps)
+    if w.tasks:
+        d["env steps"] = str(w.steps)
     cr = w.cr
-    if cr:
-        err = f" error={_errname(cr.error)}" if cr.error else ""
-        d["checkpoint"] = PHASE_NAMES[cr.phase] + err
-        for i, e in enumerate(cr.objhash):
-            seen = " VISITED" if e.visited else ""
-            d[f"objhash objref {i + 1}"] = f"{OBJ_NAMES[e.objtype]} {e.ptr} users={e.users}{seen}"
-        if cr.image:
-            for i, r in enumerate(cr.image):
-                d[f"image record {i}"] = repr(r)
-        if cr.leak_check:
-            d["written though shared at check"] = _refs(cr.leak_check)
-        if cr.leak_write:
-            d["written though shared at write"] = _refs(cr.leak_write)
-        if cr.tampered:
-            d["image tampered"] = TAMPERS[cr.tampered]
-        if cr.phase == RESTARTED:
-            d["restart"] = _errname(cr.rst_error) if cr.rst_error else "ok"
-            if cr.restored:
-                d["restored"] = repr(cr.restored)
-        if cr.snapshot:
-            d["snapshot at write"] = repr(cr.snapshot)
+    if not cr:
+        return d
+    err = f" error={_errname(cr.error)}" if cr.error else ""
+    d["checkpoint"] = PHASE_NAMES[cr.phase] + err
+    for i, e in enumerate(cr.objhash):
+        seen = " VISITED" if e.visited else ""
+        d[f"objhash objref {i + 1}"] = f"{OBJ_NAMES[e.objtype]} {e.ptr} users={e.users}{seen}"
+    for i, r in enumerate(cr.image):
+        d[f"image record {i}"] = _record_text(r)
+    if cr.leak_check:
+        d["written though shared at check"] = _refs(cr.leak_check)
+    if cr.leak_write:
+        d["written though shared at write"] = _refs(cr.leak_write)
+    if cr.tampered:
+        d["image tampered"] = TAMPERS[cr.tampered]
+    if cr.snapshot:
+        d.update(_observation_text("at write", cr.snapshot))
+    if cr.phase == RESTARTED:
+        d["restart"] = _errname(cr.rst_error) if cr.rst_error else "ok"
+        if cr.restored:
+            d.update(_observation_text("restored", cr.restored))
+    return d
+
+
+def _record_text(r: tuple) -> str:
+    """An image record in words."""
+    name = type(r).__name__
+    if name == "FileRec":
+        kind = KIND_NAMES.get(r.f_type, f"f_type {r.f_type}")
+        text = (f"FILE objref {r.objref}: {kind} {flags_str(r.f_flags)} "
+                f"mode={fmode_str(r.f_mode)} pos={r.f_pos}")
+        if r.obj_ref:
+            text += f" on objref {r.obj_ref}"
+        if r.peer_ref:
+            text += f" peer objref {r.peer_ref}"
+        return text
+    if name == "FdRec":
+        return f"fd {r.fd} -> objref {r.file_ref}" + (" FD_CLOEXEC" if r.cloexec else "")
+    if name == "TableRec":
+        return f"FILE_TABLE objref {r.objref}, {r.nfds} fds"
+    if name == "TaskRec":
+        return f"task with table objref {r.files_ref}"
+    if name == "EpRec":
+        return f"epoll objref {r.ep_ref} watches objref {r.target_ref} fd {r.fd}"
+    return repr(r)
+
+
+def _observation_text(label: str, obs: tuple) -> dict[str, str]:
+    """One entry per task descriptor of an observation (model.world.observe)."""
+    tasks, files = obs
+    d: dict[str, str] = {}
+    for i, (tg, fds) in enumerate(tasks):
+        for fd, cloexec, g in fds:
+            kind, flags, mode, pos, path, og, items = files[g]
+            text = f"file #{g} {KIND_NAMES.get(kind, kind)} {flags_str(flags)} pos={pos}"
+            if og >= 0:
+                text += f" object #{og}"
+            if items:
+                text += " watches " + ",".join(f"#{t}/fd{x}" for t, x in items)
+            d[f"{label}: task {i} (table #{tg}) fd {fd}"] = text + (
+                " FD_CLOEXEC" if cloexec else ""
+            )
     return d
 
 

@@ -34,7 +34,7 @@ class Variant:
     partial_restore: bool = False  # a failed restart leaves the tasks built so far
     restore_pos: bool = True  # vfs_llseek(f_pos)
     share_tables: bool = True  # a task with a known table objref adopts the table
-    pts_by_peer: bool = False  # reopen the pty slave with TIOCGPTPEER (no O_LARGEFILE)
+    restore_largefile: bool = False  # set O_LARGEFILE as the image says (restart is in-kernel)
     flags_reread: bool = False  # CRIU: re-read F_GETFL after restore, fail if a flag dropped
     restart_keeps_ref: bool = False  # the restart objhash's reference is never dropped
     expected: dict[str, str] = field(default_factory=dict, compare=False)
@@ -58,7 +58,7 @@ LINUXCR = Variant(
 )
 
 _FIXES = dict(pipe_ref_users=True, epoll_counts_targets=False, recheck_after_write=True,
-              pts_by_peer=True)
+              restore_largefile=True)
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
@@ -73,7 +73,7 @@ VARIANTS: dict[str, Variant] = {
                 full_container=False, refuse_external_unix=True, flags_reread=True),
         replace(LINUXCR, name="fixed", kind="fixed",
                 doc="every gap closed: pipes leak-checked, epoll targets not over-counted, "
-                "contained check re-run after the write, pty slave reopened by TIOCGPTPEER",
+                "contained check re-run after the write, O_LARGEFILE restored as saved",
                 **_FIXES),
         replace(LINUXCR, name="fixed-pipe", kind="fixed",
                 doc="only the pipe gap closed: a pipe's inode gets ->collect and ref_users",

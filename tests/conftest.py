@@ -1,0 +1,56 @@
+"""Shared fixtures: the `tiny` preset explored once per variant for the whole session.
+
+The first test that needs an exploration runs every variant the session collected, in two
+processes, so `pytest -k linuxcr` pays for one variant and a full run for all of them once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from checker.result import Exploration
+from crmodel import api
+
+_NEEDED: set[str] = set()
+_REPORTS: dict[str, dict[str, api.Row]] = {}
+_EXPLORATIONS: dict[str, Exploration] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        mark = item.get_closest_marker("variants")
+        if mark:
+            _NEEDED.update(mark.args[0])
+
+
+def _ensure(variant: str) -> None:
+    if variant in _REPORTS:
+        return
+    todo = sorted((_NEEDED | {variant}) - set(_REPORTS))
+    report = api.check("tiny", variants=todo, jobs=2)
+    for v in todo:
+        _REPORTS[v] = {r.spec: r for r in report.rows if r.variant == v}
+        _EXPLORATIONS[v] = report.explorations[v]
+
+
+@pytest.fixture(scope="session")
+def tiny_rows() -> Callable[[str], dict[str, api.Row]]:
+    """variant -> {spec name: Row} on the tiny preset (all specs)."""
+
+    def get(variant: str) -> dict[str, api.Row]:
+        _ensure(variant)
+        return _REPORTS[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_exploration() -> Callable[[str], Exploration]:
+    """variant -> the checker's Exploration of the tiny preset (all specs)."""
+
+    def get(variant: str) -> Exploration:
+        _ensure(variant)
+        return _EXPLORATIONS[variant]
+
+    return get
