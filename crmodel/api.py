@@ -140,13 +140,13 @@ class Report:
 
 
 def _explore_one(args: tuple) -> tuple[str, Exploration, float]:
-    cfg, vname, spec_names, bounds, show, save, resume, live = args
+    cfg, vname, spec_names, bounds, show, save, resume, live, save_every = args
     m = CrModel(cfg, VARIANTS[vname])
     progress = auto_progress(sys.stderr, title=vname, live=live) if show else None
     t0 = time.perf_counter()
     ex = checker.explore(
         m, properties(spec_names), progress=progress, save=save, resume=resume,
-        stop_when_decided=False, **bounds,
+        stop_when_decided=False, save_every=save_every, **bounds,
     )
     return vname, ex, time.perf_counter() - t0
 
@@ -166,6 +166,7 @@ def check(
     resume: str | None = None,
     jobs: int = 1,
     on_variant: Callable[[str, Exploration], None] | None = None,
+    save_every: float = 10.0,
 ) -> Report:
     """Explore each variant once (all chosen specs in one pass) and compare every verdict
     with the spec's expectation. `progress` shows each run's progress on stderr (a live line
@@ -183,7 +184,9 @@ def check(
         raise UsageError("--save/--resume need exactly one --variant")
     bounds = {"max_states": max_states, "max_depth": max_depth, "max_seconds": max_seconds}
     parallel = jobs > 1 and len(vnames) > 1
-    jobs_args = [(cfg, v, snames, bounds, progress, save, resume, not parallel) for v in vnames]
+    jobs_args = [
+        (cfg, v, snames, bounds, progress, save, resume, not parallel, save_every) for v in vnames
+    ]
     explorations: dict[str, Exploration] = {}
     if parallel:
         ctx = multiprocessing.get_context("fork")

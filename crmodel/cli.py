@@ -64,10 +64,12 @@ def main() -> None:
               help="Write a resumable snapshot here (one variant only).")
 @click.option("--resume", type=click.Path(dir_okay=False, exists=True),
               help="Continue from a snapshot (same config, variant, specs, code).")
+@click.option("--save-every", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
+              help="Seconds between snapshots (written at BFS level boundaries).")
 @click.option("--show-traces", is_flag=True,
               help="Print every counterexample as text (default: the baseline's only).")
 def check(cfg, variants, specs, engine, max_states, max_depth, max_seconds, traces_dir,
-          as_json, jobs, save, resume, show_traces) -> None:
+          as_json, jobs, save, resume, save_every, show_traces) -> None:
     """Explore the model and compare each (variant, spec) verdict with its expectation."""
     config = api.config(cfg)
     jobs = jobs or min(os.cpu_count() or 1, 2)
@@ -86,7 +88,7 @@ def check(cfg, variants, specs, engine, max_states, max_depth, max_seconds, trac
     report = api.check(
         config, variants, specs, engine=engine, max_states=max_states, max_depth=max_depth,
         max_seconds=max_seconds, traces_dir=traces_dir, save=save,
-        resume=resume, jobs=jobs, on_variant=done, progress=not as_json,
+        resume=resume, jobs=jobs, on_variant=done, progress=not as_json, save_every=save_every,
     )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

@@ -1,0 +1,3 @@
+from crmodel.cli import main
+
+main()
