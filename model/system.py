@@ -122,7 +122,9 @@ class CrModel:
         return a[0]
 
     def all_action_names(self) -> list[str]:
-        return sorted(self.on) + list(CR_ACTIONS)
+        cr = [a for a in CR_ACTIONS if self.variant.full_container or a not in
+              ("collect", "contained")]  # subtree mode has no collect and no check
+        return sorted(self.on) + cr
 
     def fingerprint_salt(self) -> str:
         return f"{self.cfg.key()}|{self.variant.name}|{code_version()}"
