@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 check: $(STAMP)
-	$(BIN)/crmodel check --config default
+	$(BIN)/crmodel check --config default --traces traces
 
 test: $(STAMP)
 	$(BIN)/ruff check .
