@@ -31,6 +31,9 @@ KIND_ACTIONS = {
 }
 
 
+RACE_PHASES = ("collected", "checked", "written")
+
+
 class ConfigError(ValueError):
     """A bad configuration value or file; the message names the key and what is allowed."""
 
@@ -51,6 +54,8 @@ class Config:
     disabled: tuple[str, ...] = ()  # environment actions left out
     env_steps: int = 4  # environment steps before and during a checkpoint
     checkpoint_steps: int = 2  # outside-task steps allowed while a checkpoint runs
+    # the phases after which outside tasks may act (before the next checkpoint step)
+    outside_acts_after: tuple[str, ...] = ("collected", "checked", "written")
     doc: str = field(default="", compare=False)
 
     def enabled_actions(self) -> frozenset[str]:
@@ -70,6 +75,7 @@ class Config:
         d["setfl_flags"] = [_flag_names(f) for f in self.setfl_flags]
         d["kinds"] = list(self.kinds)
         d["disabled"] = list(self.disabled)
+        d["outside_acts_after"] = list(self.outside_acts_after)
         return d
 
     def key(self) -> str:
@@ -154,6 +160,10 @@ def validate(cfg: Config) -> Config:
     for k in cfg.kinds:
         if k not in KINDS:
             raise ConfigError(f"kinds: unknown kind {k!r}; allowed: {', '.join(KINDS)}")
+    for p in cfg.outside_acts_after:
+        if p not in RACE_PHASES:
+            raise ConfigError(f"outside_acts_after: unknown phase {p!r}; allowed: "
+                              + ", ".join(RACE_PHASES))
     for a in cfg.disabled:
         if a not in ENV_ACTIONS:
             raise ConfigError(f"disabled: unknown action {a!r}; allowed: {', '.join(ENV_ACTIONS)}")
@@ -197,7 +207,7 @@ def from_dict(data: dict[str, Any], name: str = "custom") -> Config:
             kw[key] = tuple(ACC_NAMES[v] for v in value)
         elif key in ("open_flags", "setfl_flags"):
             kw[key] = _parse_flag_sets(key, value)
-        elif key in ("kinds", "disabled"):
+        elif key in ("kinds", "disabled", "outside_acts_after"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{key}: must be a list of names")
             kw[key] = tuple(value)

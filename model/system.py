@@ -57,6 +57,8 @@ class CrModel:
             CHECKED: checkpoint.write,
             WRITTEN: checkpoint.visited,
         }
+        names = {"collected": COLLECTED, "checked": CHECKED, "written": WRITTEN}
+        self._race = frozenset(names[p] for p in cfg.outside_acts_after)
         self._step_names = {FROZEN: "collect" if variant.full_container else "write",
                             COLLECTED: "contained", CHECKED: "write", WRITTEN: "visited"}
 
@@ -80,9 +82,10 @@ class CrModel:
             return
         phase = cr.phase
         if phase < DONE:
-            # Outside tasks act between the phases. Not right after the freeze: what they
-            # could do there they could do before it (the freeze changes nothing they see).
-            if phase != FROZEN and cr.ext_steps < self.cfg.checkpoint_steps:
+            # Outside tasks act between the phases the config names. Never right after the
+            # freeze: what they could do there they could do before it (the freeze changes
+            # nothing they see).
+            if phase in self._race and cr.ext_steps < self.cfg.checkpoint_steps:
                 for a, w2 in self._env(w, inside_ok=False):
                     yield a, w2._replace(cr=w2.cr._replace(ext_steps=cr.ext_steps + 1))
             name = self._step_names[phase]
