@@ -2,8 +2,9 @@
 
 Each `sys_*` is a pure function `(World, args...) -> (outcome, World)`; the outcome is what the
 process would see: `("ok", value)` or `("err", "EBADF")`. A failing call returns the world
-unchanged. `apply` dispatches an action tuple `(name, task, *args)`; `env_actions` enumerates
-the actions a config enables in a state. Semantics follow fs/fcntl.c, fs/file.c, fs/exec.c,
+unchanged, except recvmsg's ECONNRESET, which consumes the pending error. `apply` dispatches
+an action tuple `(name, task, *args)`; `env_actions` enumerates the actions a config enables
+in a state. Semantics follow fs/fcntl.c, fs/file.c, fs/exec.c,
 fs/eventpoll.c and net/unix as checked against the live kernel (tests/test_conformance.py).
 """
 
@@ -42,7 +43,7 @@ from model.state import (
     Task,
     World,
 )
-from model.world import normalize, table_users
+from model.world import live_files, normalize, table_users
 
 Outcome = tuple
 OK0: Outcome = ("ok", 0)
@@ -87,6 +88,43 @@ def _set_file(w: World, f: int, new: File) -> World:
     return w._replace(files=w.files[:f] + (new,) + w.files[f + 1 :])
 
 
+def _hung_up(w: World, obj: int) -> bool:
+    """A pty whose master is gone: pty_close() of the master's last file hung up the slave."""
+    return not any(g.kind == PTMX and g.obj == obj for g in w.files)
+
+
+def _release(w: World) -> World:
+    """`normalize` (fput of what lost its last reference), with what the release of two kinds
+    does to the files that survive it (both seen on 6.18 by tests/test_conformance.py):
+
+    - a pty master: pty_close() -> tty_vhangup(slave) -> __tty_hangup() runs
+      __tty_fasync(-1, filp, 0) on every file open on the slave (in a table or in flight),
+      and fasync_remove_entry() clears FASYNC from its f_flags;
+    - a unix stream socket with unread messages: unix_release_sock() sets
+      `sk_err = ECONNRESET` on its peer, which the peer's next recvmsg on an empty queue
+      returns (once)."""
+    if not any(f.kind == PTMX or f.rcvq for f in w.files):
+        return normalize(w)  # the common case: nothing whose release touches other files
+    live = live_files(w)
+    if len(live) == len(w.files):
+        return normalize(w)  # nothing released (tables may still go)
+    gone = set(range(len(w.files))) - set(live)
+    files = list(w.files)
+    for x in gone:
+        f = w.files[x]
+        if f.kind == PTMX:
+            for i in live:
+                g = files[i]
+                if g.kind == PTS and g.obj == f.obj and g.f_flags & O_ASYNC:
+                    files[i] = g._replace(f_flags=g.f_flags & ~O_ASYNC)
+        elif f.kind == UNIX and f.rcvq:
+            for i in live:
+                g = files[i]
+                if g.kind == UNIX and g.obj == f.obj and not g.sk_err:
+                    files[i] = g._replace(sk_err=1)
+    return normalize(w._replace(files=tuple(files)))
+
+
 def _new_obj(w: World) -> int:
     return max((f.obj for f in w.files), default=-1) + 1
 
@@ -123,7 +161,7 @@ def sys_open(
 def sys_close(w: World, t: int, fd: int) -> tuple[Outcome, World]:
     if _fd_file(w, t, fd) < 0:
         return err("EBADF", w)
-    return OK0, normalize(_set_slots(w, t, {fd: EMPTY}))
+    return OK0, _release(_set_slots(w, t, {fd: EMPTY}))
 
 
 def sys_dup(w: World, t: int, fd: int) -> tuple[Outcome, World]:
@@ -145,7 +183,7 @@ def sys_dup2(w: World, t: int, fd: int, newfd: int) -> tuple[Outcome, World]:
         return err("EBADF", w)
     if fd == newfd:
         return ("ok", newfd), w
-    return ("ok", newfd), normalize(_set_slots(w, t, {newfd: f * 2}))
+    return ("ok", newfd), _release(_set_slots(w, t, {newfd: f * 2}))
 
 
 def setfl_file(f: File, arg: int) -> tuple[int, File]:
@@ -161,11 +199,15 @@ def setfl_file(f: File, arg: int) -> tuple[int, File]:
 
 def sys_setfl(w: World, t: int, fd: int, arg: int) -> tuple[Outcome, World]:
     """fcntl F_SETFL: only O_APPEND|O_NONBLOCK|O_DIRECT|O_NOATIME change directly; O_ASYNC
-    only through ->fasync; the access mode and every other bit are ignored."""
+    only through ->fasync, which fails with ENOTTY on a hung-up pty slave; the access mode
+    and every other bit are ignored."""
     fi = _fd_file(w, t, fd)
     if fi < 0:
         return err("EBADF", w)
     code, f = setfl_file(w.files[fi], arg)
+    old = w.files[fi]
+    if not code and old.kind == PTS and (arg ^ old.f_flags) & O_ASYNC and _hung_up(w, old.obj):
+        code = errno.ENOTTY  # tty_fasync() on a hung-up tty (after the O_DIRECT check)
     if code:
         return err(errno.errorcode[code], w)
     if f is w.files[fi]:
@@ -230,11 +272,11 @@ def sys_exec(w: World, t: int) -> tuple[Outcome, World]:
             tasks=w.tasks[:t] + (task._replace(table=len(w.tables)),) + w.tasks[t + 1 :],
         )
     closed = {fd: EMPTY for fd, s in enumerate(table) if s != EMPTY and s & 1}
-    return OK0, normalize(_set_slots(w, t, closed))
+    return OK0, _release(_set_slots(w, t, closed))
 
 
 def sys_exit(w: World, t: int) -> tuple[Outcome, World]:
-    return OK0, normalize(w._replace(tasks=w.tasks[:t] + w.tasks[t + 1 :]))
+    return OK0, _release(w._replace(tasks=w.tasks[:t] + w.tasks[t + 1 :]))
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -305,9 +347,12 @@ def sys_epoll_add(w: World, t: int, epfd: int, fd: int) -> tuple[Outcome, World]
 
 
 def sys_epoll_del(w: World, t: int, epfd: int, fd: int) -> tuple[Outcome, World]:
+    """epoll_ctl DEL: do_epoll_ctl checks the target's ->poll (EPERM) before the op, as ADD."""
     ep, tf = _fd_file(w, t, epfd), _fd_file(w, t, fd)
     if ep < 0 or tf < 0:
         return err("EBADF", w)
+    if w.files[tf].kind not in CAN_POLL:
+        return err("EPERM", w)
     if w.files[ep].kind != EPOLL or ep == tf:
         return err("EINVAL", w)
     e = w.files[ep]
@@ -342,7 +387,9 @@ def sys_sendmsg(w: World, t: int, sockfd: int, fd: int) -> tuple[Outcome, World]
 
 def sys_recvmsg(w: World, t: int, sockfd: int) -> tuple[Outcome, World]:
     """recvmsg: the first queued message's file is installed at the lowest free descriptor
-    (close-on-exec clear); with a full table it is dropped and MSG_CTRUNC set."""
+    (close-on-exec clear); with a full table it is dropped and MSG_CTRUNC set. On an empty
+    queue: a pending ECONNRESET (see `_release`), else end of stream if the peer is gone,
+    else EAGAIN."""
     s = _fd_file(w, t, sockfd)
     if s < 0:
         return err("EBADF", w)
@@ -350,12 +397,14 @@ def sys_recvmsg(w: World, t: int, sockfd: int) -> tuple[Outcome, World]:
     if sock.kind != UNIX:
         return err("ENOTSOCK", w)
     if not sock.rcvq:
+        if sock.sk_err:  # sock_error() comes first and clears it: a failing call that changes
+            return ("err", "ECONNRESET"), _set_file(w, s, sock._replace(sk_err=0))
         return (("ok", ("eof",)), w) if _peer(w, s) < 0 else err("EAGAIN", w)
     f, rest = sock.rcvq[0], sock.rcvq[1:]
     w = _set_file(w, s, sock._replace(rcvq=rest))
     free = _free_fds(w.tables[w.tasks[t].table], 1)
     if not free:
-        return ("ok", ("ctrunc",)), normalize(w)
+        return ("ok", ("ctrunc",)), _release(w)
     return ("ok", (free[0],)), _set_slots(w, t, {free[0]: f * 2})
 
 
@@ -469,7 +518,7 @@ def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[t
             if "sendmsg" in on:
                 for fd2 in fds:
                     yield ("sendmsg", t, fd, fd2)
-            if "recvmsg" in on and f.rcvq:
+            if "recvmsg" in on and (f.rcvq or f.sk_err):
                 yield ("recvmsg", t, fd)
     if "reopen" in on and nfree:
         for t2, other in enumerate(w.tasks):

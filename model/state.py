@@ -59,6 +59,7 @@ class File(NamedTuple):
     owner: int  # 1 once F_SETOWN gave it an owner
     epitems: tuple[tuple[int, int], ...] = ()  # eventpoll only: (target file, fd), sorted
     rcvq: tuple[int, ...] = ()  # unix only: in-flight files, one SCM_RIGHTS message each
+    sk_err: int = 0  # unix only: 1 while ECONNRESET is pending (peer released with unread data)
 
 
 class Task(NamedTuple):

@@ -170,7 +170,7 @@ def _rename(
     files = []
     for old in file_order:
         f = w.files[old]
-        kind, path, obj, f_flags, f_mode, f_pos, owner, epitems, rcvq = f
+        kind, path, obj, f_flags, f_mode, f_pos, owner, epitems, rcvq, sk_err = f
         if epitems and not same_f:
             epitems = tuple(sorted((fmap[t], fd) for t, fd in epitems if t in fmap))
         if rcvq and not same_f:
@@ -180,7 +180,9 @@ def _rename(
         if obj is f.obj and epitems is f.epitems and rcvq is f.rcvq:
             files.append(f)
         else:
-            files.append(File(kind, path, obj, f_flags, f_mode, f_pos, owner, epitems, rcvq))
+            files.append(
+                File(kind, path, obj, f_flags, f_mode, f_pos, owner, epitems, rcvq, sk_err)
+            )
     cr = w.cr
     if cr:
         cr = _remap_cr(cr, fmap, tmap, omap)
@@ -238,6 +240,11 @@ def _reachable(w: World) -> tuple[list[int], list[int], list[int]]:
             seen_o.add(e.ptr >> 1)
             objs.append(e.ptr >> 1)
     return tables, files, objs
+
+
+def live_files(w: World) -> list[int]:
+    """The files something still references (what `normalize` keeps), first encounter first."""
+    return _reachable(w)[1]
 
 
 def normalize(w: World) -> World:
