@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: check test lint bench clean venv
+.PHONY: check test lint bench docs clean venv
 
 venv: $(STAMP)
 
@@ -20,6 +20,9 @@ check: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+docs: $(STAMP)
+	$(BIN)/python -m crmodel.docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py

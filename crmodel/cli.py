@@ -186,3 +186,15 @@ def trace_cmd(path: str) -> None:
     if not txt.exists():
         raise api.UsageError(f"{path}: no text rendering beside it ({txt.name})")
     click.echo(txt.read_text())
+
+
+def _add_commands() -> None:
+    """Commands that live beside their code (docs generation, graph export)."""
+    from crmodel.docs import docs_command
+    from crmodel.render import graph_command
+
+    main.add_command(docs_command, "docs")
+    main.add_command(graph_command, "graph")
+
+
+_add_commands()

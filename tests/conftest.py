@@ -17,6 +17,7 @@ _REPORTS: dict[str, dict[str, api.Row]] = {}
 _EXPLORATIONS: dict[str, Exploration] = {}
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: prefetch only what will run
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         mark = item.get_closest_marker("variants")
