@@ -127,8 +127,8 @@ ACCESS = (O_RDONLY, O_WRONLY, O_RDWR)
 # often turn into their prerequisite (epoll_del -> epoll_add -> epoll_create, recvmsg ->
 # sendmsg -> socketpair; see `_aim`) more still.
 WEIGHTS: dict[str, int] = {
-    "open": 3, "close": 2, "dup": 1, "dup2": 2, "setfl": 3, "setfd": 1, "setown": 1,
-    "lseek": 2, "fork": 1, "clone_files": 1, "exec": 1, "exit": 2, "reopen": 3, "pipe": 1,
+    "open": 3, "close": 2, "dup": 1, "dup2": 2, "setfl": 3, "setfd": 1, "setown": 2,
+    "lseek": 2, "fork": 1, "clone_files": 1, "exec": 2, "exit": 2, "reopen": 3, "pipe": 1,
     "openpty": 1, "epoll_create": 1, "epoll_add": 3, "epoll_del": 4, "socketpair": 1,
     "sendmsg": 3, "recvmsg": 4, "timerfd": 1,
 }
