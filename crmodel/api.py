@@ -177,8 +177,11 @@ def check(
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
     if engine == "z3":
-        from crmodel import z3run  # heavy import only when asked
-
+        try:
+            from crmodel import z3run  # heavy import only when asked
+        except ImportError:
+            raise UsageError("the z3 engine is not part of this version yet; use "
+                             "--engine explicit") from None
         return z3run.check(cfg, vnames, snames, traces_dir=traces_dir)
     if (save or resume) and len(vnames) > 1:
         raise UsageError("--save/--resume need exactly one --variant")

@@ -40,6 +40,7 @@ def small(tmp_path: Path) -> Path:
         (["check", "--config", "nope"], "not a preset"),
         (["check", "--config", "missing.toml"], "not found"),
         (["check", "--engine", "nope"], "unknown engine"),
+        (["check", "--engine", "z3"], "z3 engine is not part of this version"),
         (["check", "--max-states", "0"], "--max-states"),
         (["frobnicate"], "No such command"),
     ],
