@@ -17,6 +17,7 @@ from rich.table import Table
 
 from checker.snapshot import SnapshotMismatch
 from crmodel import api
+from specs import SPECS
 
 err_console = Console(stderr=True)
 
@@ -51,7 +52,12 @@ def main() -> None:
               help="A preset (tiny, default, deep) or a TOML file.")
 @click.option("--variant", "variants", multiple=True, help="Design variant (repeatable).")
 @click.option("--spec", "specs", multiple=True, help="Spec name (repeatable).")
-@click.option("--engine", default="explicit", show_default=True, help="explicit or z3.")
+@click.option("--engine", type=click.Choice(["explicit", "z3"]), default="explicit",
+              show_default=True, help="Explicit BFS, or z3 (proofs, then BMC).")
+@click.option("--proof-size", metavar="IN,OUT,FDS,FILES",
+              help="z3: the size proofs cover [default: 2,2,8,8].")
+@click.option("--z3-timeout", type=click.FloatRange(min=0.001), metavar="SECONDS",
+              help="z3: seconds per query; a timeout is a failure [default: 600].")
 @click.option("--max-states", type=click.IntRange(min=1), help="Stop after this many states.")
 @click.option("--max-depth", type=click.IntRange(min=0), help="Stop at this BFS depth.")
 @click.option("--max-seconds", type=click.FloatRange(min=0.001), help="Stop after this time.")
@@ -68,8 +74,9 @@ def main() -> None:
               help="Seconds between snapshots (written at BFS level boundaries).")
 @click.option("--show-traces", is_flag=True,
               help="Print every counterexample as text (default: the baseline's only).")
-def check(cfg, variants, specs, engine, max_states, max_depth, max_seconds, traces_dir,
-          as_json, jobs, save, resume, save_every, show_traces) -> None:
+def check(cfg, variants, specs, engine, proof_size, z3_timeout, max_states, max_depth,
+          max_seconds, traces_dir, as_json, jobs, save, resume, save_every, show_traces
+          ) -> None:
     """Explore the model and compare each (variant, spec) verdict with its expectation."""
     config = api.config(cfg)
     jobs = jobs or min(os.cpu_count() or 1, 2)
@@ -89,6 +96,7 @@ def check(cfg, variants, specs, engine, max_states, max_depth, max_seconds, trac
         config, variants, specs, engine=engine, max_states=max_states, max_depth=max_depth,
         max_seconds=max_seconds, traces_dir=traces_dir, save=save,
         resume=resume, jobs=jobs, on_variant=done, progress=not as_json, save_every=save_every,
+        proof_size=proof_size, z3_timeout=z3_timeout,
     )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -116,6 +124,7 @@ def _print_report(out: Console, report: api.Report, show_traces: bool) -> None:
         for s in specs:
             r = cell[(v, s)]
             text = _MARK.get(r.verdict, r.verdict)
+            text = text + "*" if r.out_of_reach else text
             cells.append(text if r.matches else "[bold reverse]![/]")
         states = report.explorations[v].states if v in report.explorations else 0
         table.add_row(v + " ", f"{states:,}", *cells)
@@ -124,7 +133,9 @@ def _print_report(out: Console, report: api.Report, show_traces: bool) -> None:
         kind = "" if report.rows and cell[(variants[0], s)].kind == "invariant" else " (witness)"
         out.print(f"  S{i + 1} = {s}{kind}")
     out.print("  ✓ holds (witness: reached)   ✗ violated (witness: never reached)   "
-              "! differs from the expectation (listed below); every other cell is as expected")
+              "! differs from the expectation (listed below); every other cell is as expected"
+              + ("; * expected violation or witness out of reach at these bounds"
+                 if any(r.out_of_reach for r in report.rows) else ""))
     baseline = [r for r in report.rows if r.verdict == "violated" and r.kind == "invariant"
                 and (show_traces or r.variant == variants[0])]
     for r in baseline:
@@ -133,6 +144,12 @@ def _print_report(out: Console, report: api.Report, show_traces: bool) -> None:
         out.print(r.trace_text(), markup=False, highlight=False)
         if r.trace_path:
             out.print(f"ITF: {r.trace_path}")
+    for r in report.rows:
+        if r.engine == "z3":  # what each proof covers, or why there is none
+            out.print(f"  {r.variant} / {r.spec}: {r.verdict} ({r.seconds:.1f}s): {r.reason}",
+                      markup=False, highlight=False)
+            if r.verdict == "unknown" and r.trace is not None:
+                out.print(r.trace_text(), markup=False, highlight=False)
     bad = report.mismatches()
     n = len(report.rows)
     if bad:
@@ -142,6 +159,16 @@ def _print_report(out: Console, report: api.Report, show_traces: bool) -> None:
                       + (f" ({r.reason})" if r.reason else ""))
     else:
         out.print(f"[bold green]all {n} verdicts as expected[/]")
+    far = [r for r in report.rows if r.out_of_reach]
+    if far:
+        out.print(f"{len(far)} expected counterexamples or witnesses not reached at these "
+                  "bounds (expectations are exact only on the presets "
+                  f"{', '.join(api.EXACT_PRESETS)}):")
+        for r in far:
+            what = "violation" if r.kind == "invariant" else "witness"
+            out.print(f"  {r.variant} / {r.spec}: {what} not reached"
+                      + (f" (elsewhere: {SPECS[r.spec].reason(r.variant)})"
+                         if SPECS[r.spec].reason(r.variant) else ""))
 
 
 def _listing(items: list[dict], as_json: bool, cols: list[str]) -> None:

@@ -186,7 +186,12 @@ def collect(w: World, v: Variant) -> World:
             for s in w.tables[table]:
                 if s != EMPTY and not _skipped(w, v, s >> 1):
                     _collect_file(w, v, h, s >> 1)
-    return w._replace(cr=w.cr._replace(phase=COLLECTED, objhash=tuple(h.entries)))
+    w = w._replace(cr=w.cr._replace(phase=COLLECTED, objhash=tuple(h.entries)))
+    # The counts the contained check compares later are only as good as the references they
+    # were taken from: an fd table an unfrozen task also holds can change after this step.
+    if v.tables_checked_at_collect and any(e.objtype == OBJ_FILE_TABLE for e in _leaks(w, v)):
+        return _fail(w, EBUSY)
+    return w
 
 
 def _skipped(w: World, v: Variant, f: int) -> bool:
@@ -258,6 +263,10 @@ def write(w: World, v: Variant) -> World:
                 image.append(EpRec(5, h.objref(OBJ_FILE, ep), tref, fd))
     except _CkptError as e:
         return _fail(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), e.code)
+    # A reference taken after the contained check and dropped before the re-check after the
+    # write is seen by neither: only a comparison made as the objects are written sees it.
+    if v.check_at_write and _leaks(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), v):
+        return _fail(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), EBUSY)
 
     # Ghost bookkeeping for the specs: which written objects outside tasks referenced at the
     # check (or the freeze, in subtree mode) and which they reference now.

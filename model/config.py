@@ -138,6 +138,22 @@ PRESETS: dict[str, Config] = {
         env_steps=5,
         checkpoint_steps=1,
     ),
+    "race": Config(
+        name="race",
+        doc="the checkpoint's window, small: one task on each side, regular files and "
+        "pipes, every action, two outside steps while the checkpoint runs",
+        inside_tasks=1,
+        outside_tasks=1,
+        max_fds=2,
+        paths=1,
+        access_modes=(O_RDWR,),
+        open_flags=(0,),
+        setfl_flags=(O_APPEND,),
+        offsets=2,
+        kinds=("reg", "pipe"),
+        env_steps=3,
+        checkpoint_steps=2,
+    ),
 }
 
 _INT_BOUNDS = {

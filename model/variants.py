@@ -23,6 +23,10 @@ class Variant:
     pipe_ref_users: bool = False  # pipes get ->collect and the INODE gets ref_users
     epoll_counts_targets: bool = True  # eventpoll ->collect adds a `users` per watched target
     recheck_after_write: bool = False  # run the contained check again before succeeding
+    check_at_write: bool = False  # compare counts as the image is written (same step)
+    # collect compares each fd table's count at once: a table shared with an unfrozen task
+    # lets that task change the container's references after collect (close, then exec)
+    tables_checked_at_collect: bool = False
     skip_uncheckpointable: bool = False  # silently leave out files without ->checkpoint
     refuse_external_unix: bool = False  # CRIU: a unix socket whose peer is outside is refused
     # --- restart ---
@@ -58,7 +62,7 @@ LINUXCR = Variant(
 )
 
 _FIXES = dict(pipe_ref_users=True, epoll_counts_targets=False, recheck_after_write=True,
-              restore_largefile=True)
+              tables_checked_at_collect=True, check_at_write=True, restore_largefile=True)
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
@@ -73,7 +77,8 @@ VARIANTS: dict[str, Variant] = {
                 full_container=False, refuse_external_unix=True, flags_reread=True),
         replace(LINUXCR, name="fixed", kind="fixed",
                 doc="every gap closed: pipes leak-checked, epoll targets not over-counted, "
-                "contained check re-run after the write, O_LARGEFILE restored as saved",
+                "fd tables shared across the boundary refused at collect, counts compared "
+                "again as the image is written and after it, O_LARGEFILE restored as saved",
                 **_FIXES),
         replace(LINUXCR, name="fixed-pipe", kind="fixed",
                 doc="only the pipe gap closed: a pipe's inode gets ->collect and ref_users",
@@ -91,6 +96,10 @@ VARIANTS: dict[str, Variant] = {
         replace(LINUXCR, name="mut-collect-every", kind="mutant", base="fixed",
                 doc="->collect runs on every encounter of a file, not only the first",
                 collect_every=True, **_FIXES),
+        replace(LINUXCR, name="mut-stale-counts", kind="mutant", base="fixed",
+                doc="collect leaves fd tables to the contained check, whose counts an "
+                "unfrozen task sharing an inside table may have changed meanwhile",
+                **{**_FIXES, "tables_checked_at_collect": False}),
         replace(LINUXCR, name="mut-no-contained", kind="mutant", base="fixed",
                 doc="the contained check is skipped", contained_check=False, **_FIXES),
         # Built on linuxcr: with the fixed contained check the visited check is redundant

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 
+from model.config import Config
 from model.image import MALFORMED
 from model.state import EPOLL, FAILED, PIPE_KINDS, PTMX, PTS, REG, RESTARTED, UNIX, World
 from specs.properties import EPITEMS, KIND, POS, _restored
@@ -12,6 +13,17 @@ from specs.registry import reachable
 
 # With users one short every checkpoint fails the contained check: nothing is restarted.
 _NO_RESTART = {"mut-users-start-1": "every checkpoint fails: users one short everywhere"}
+
+
+def _kind(name: str):
+    def needs(cfg: Config) -> bool:
+        return name in cfg.kinds
+
+    return needs
+
+
+def _shared_table(cfg: Config) -> bool:
+    return cfg.inside_tasks >= 2 and "clone_files" in cfg.enabled_actions()
 
 
 def _restored_kinds(w: World) -> set[int]:
@@ -24,25 +36,25 @@ def restarted_regular_file(w: World) -> bool:
     return REG in _restored_kinds(w)
 
 
-@reachable(unreached=_NO_RESTART)
+@reachable(unreached=_NO_RESTART, needs=_kind("pipe"))
 def restarted_pipe(w: World) -> bool:
     """A checkpoint and restart succeed with a pipe end open in the container."""
     return bool(_restored_kinds(w) & PIPE_KINDS)
 
 
-@reachable(unreached=_NO_RESTART)
+@reachable(unreached=_NO_RESTART, needs=_kind("pty"))
 def restarted_pty(w: World) -> bool:
     """A checkpoint and restart succeed with a pty master or slave open in the container."""
     return bool(_restored_kinds(w) & {PTMX, PTS})
 
 
-@reachable(unreached=_NO_RESTART)
+@reachable(unreached=_NO_RESTART, needs=_kind("unix"))
 def restarted_unix_socket(w: World) -> bool:
     """A checkpoint and restart succeed with a unix socket open in the container."""
     return UNIX in _restored_kinds(w)
 
 
-@reachable(unreached=_NO_RESTART)
+@reachable(unreached=_NO_RESTART, needs=_kind("epoll"))
 def restarted_epoll_watching(w: World) -> bool:
     """A checkpoint and restart succeed with an epoll in the container watching a file that
     is not itself an epoll."""
@@ -55,7 +67,8 @@ def restarted_epoll_watching(w: World) -> bool:
     )
 
 
-@reachable(unreached={**_NO_RESTART, "mut-no-shared-table": "tables are never shared"})
+@reachable(unreached={**_NO_RESTART, "mut-no-shared-table": "tables are never shared"},
+           needs=_shared_table)
 def restarted_shared_table(w: World) -> bool:
     """A checkpoint and restart succeed with two tasks sharing one fd table (CLONE_FILES)."""
     if not _restored(w):
