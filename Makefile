@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: check test lint bench docs clean venv
+.PHONY: check test lint bench z3 proofs z3-agree docs clean venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,20 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+# The z3 engine on the design's fix and its mutants (proofs at 4 tasks, 8 fds, 8 files).
+z3: $(STAMP)
+	$(BIN)/crmodel check --engine z3 --config tiny --traces traces-z3 --variant fixed \
+	  $(foreach m,$(shell $(BIN)/crmodel variants --json | $(BIN)/python -c \
+	  "import json,sys; print(' '.join(v['name'] for v in json.load(sys.stdin) if v['kind'] == 'mutant'))"),--variant $(m))
+
+# Every proof obligation of every encoded spec at the default proof size, one pytest item each.
+proofs: $(STAMP)
+	CRMODEL_Z3_FULL=1 $(BIN)/pytest tests/test_z3_proofs.py -k obligation
+
+# Both engines on tiny for every (variant, encoded spec): same verdicts, same trace lengths.
+z3-agree: $(STAMP)
+	CRMODEL_Z3_SLOW=1 $(BIN)/pytest tests/test_z3_agreement.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -182,6 +182,7 @@ def check(
     save_every: float = 10.0,
     proof_size: str | None = None,
     z3_timeout: float | None = None,
+    z3_cache: bool = True,
 ) -> Report:
     """Explore each variant once (all chosen specs in one pass) and compare every verdict
     with the spec's expectation. `progress` shows each run's progress on stderr (a live line
@@ -200,7 +201,7 @@ def check(
         size = z3run.parse_size(proof_size) if proof_size else z3run.PROOF_SIZE
         return z3run.check(cfg, vnames, snames if specs else None, traces_dir=traces_dir,
                            size=size, timeout=z3_timeout or z3run.TIMEOUT, jobs=jobs,
-                           progress=progress)
+                           progress=progress, cache_dir=z3run.CACHE_DIR if z3_cache else None)
     if proof_size or z3_timeout:
         raise UsageError("--proof-size and --z3-timeout belong to --engine z3")
     if (save or resume) and len(vnames) > 1:

@@ -58,6 +58,9 @@ def main() -> None:
               help="z3: the size proofs cover [default: 2,2,8,8].")
 @click.option("--z3-timeout", type=click.FloatRange(min=0.001), metavar="SECONDS",
               help="z3: seconds per query; a timeout is a failure [default: 600].")
+@click.option("--no-z3-cache", is_flag=True,
+              help="z3: solve every query (default: reuse unsat answers to identical "
+              "formulas kept in .crmodel-cache/z3).")
 @click.option("--max-states", type=click.IntRange(min=1), help="Stop after this many states.")
 @click.option("--max-depth", type=click.IntRange(min=0), help="Stop at this BFS depth.")
 @click.option("--max-seconds", type=click.FloatRange(min=0.001), help="Stop after this time.")
@@ -65,7 +68,8 @@ def main() -> None:
               help="Write every trace as <variant>__<spec>.itf.json and .txt here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Parallel processes over variants [default: cores].")
+              help="Parallel processes: over variants (explicit), over a proof's "
+              "obligations (z3) [default: cores].")
 @click.option("--save", type=click.Path(dir_okay=False),
               help="Write a resumable snapshot here (one variant only).")
 @click.option("--resume", type=click.Path(dir_okay=False, exists=True),
@@ -74,9 +78,9 @@ def main() -> None:
               help="Seconds between snapshots (written at BFS level boundaries).")
 @click.option("--show-traces", is_flag=True,
               help="Print every counterexample as text (default: the baseline's only).")
-def check(cfg, variants, specs, engine, proof_size, z3_timeout, max_states, max_depth,
-          max_seconds, traces_dir, as_json, jobs, save, resume, save_every, show_traces
-          ) -> None:
+def check(cfg, variants, specs, engine, proof_size, z3_timeout, no_z3_cache, max_states,
+          max_depth, max_seconds, traces_dir, as_json, jobs, save, resume, save_every,
+          show_traces) -> None:
     """Explore the model and compare each (variant, spec) verdict with its expectation."""
     config = api.config(cfg)
     jobs = jobs or min(os.cpu_count() or 1, 2)
@@ -96,7 +100,7 @@ def check(cfg, variants, specs, engine, proof_size, z3_timeout, max_states, max_
         config, variants, specs, engine=engine, max_states=max_states, max_depth=max_depth,
         max_seconds=max_seconds, traces_dir=traces_dir, save=save,
         resume=resume, jobs=jobs, on_variant=done, progress=not as_json, save_every=save_every,
-        proof_size=proof_size, z3_timeout=z3_timeout,
+        proof_size=proof_size, z3_timeout=z3_timeout, z3_cache=not no_z3_cache,
     )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

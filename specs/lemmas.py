@@ -1,1 +1,261 @@
-"""Strengthening lemmas for inductive proofs (see checker/z3 engine)."""
+"""Strengthening lemmas for the inductive proofs of the z3 engine (`checker.symbolic`).
+
+A property is rarely inductive on its own: a state that satisfies it may still step into one
+that does not, if that state is unreachable. Each lemma below is a named predicate over a
+symbolic state of `model.symbolic` (a z3 term), with a one-sentence docstring saying what it
+states; the proof of a property conjoins the property with its lemmas (`lemmas_for`) and shows
+the conjunction holds initially and is preserved by every transition from every state of the
+size, reachable or not. Each lemma is thereby itself proved, together with the property.
+
+The lemmas for `leak_detection_sound` encode the argument why the contained check is sound
+when it is: collect refuses an fd table that a task outside also holds, so after collect no
+unfrozen task can change what the container references; each hashed object's `users` then
+equals the references found from inside plus the objhash's own until the check, and equal
+counts at the check mean no outside reference. Without that refusal (`mut-stale-counts`) an
+outside task sharing a table can close a descriptor and exec between collect and the check;
+the lemma `collected_counts_consistent` is then false in a reachable state and the proof
+fails, as it must.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import z3
+
+from model.state import CHECKED, COLLECTED, DONE, EPOLL, FROZEN, PTMX, PTS, RESTARTED, WRITTEN
+
+Pred = Callable[[Any, Any], z3.BoolRef]
+
+
+@dataclass(frozen=True)
+class Lemma:
+    """A named strengthening lemma; `pred(model, state)` is its z3 predicate."""
+
+    name: str
+    doc: str
+    pred: Pred
+    properties: tuple[str, ...]
+
+
+LEMMAS: dict[str, Lemma] = {}
+
+
+def lemma(*properties: str) -> Callable[[Pred], Pred]:
+    """Register a lemma for the proofs of `properties`; its docstring's first sentence is
+    what it states."""
+
+    def deco(fn: Pred) -> Pred:
+        doc = inspect.cleandoc(fn.__doc__ or "")
+        if not doc:
+            raise ValueError(f"lemma {fn.__name__} needs a docstring")
+        LEMMAS[fn.__name__] = Lemma(fn.__name__, " ".join(doc.split()), fn, properties)
+        return fn
+
+    return deco
+
+
+def lemmas_for(prop: str) -> list[Lemma]:
+    """The lemmas the inductive proof of `prop` uses, in declaration order."""
+    return [lem for lem in LEMMAS.values() if prop in lem.properties]
+
+
+def _sym() -> Any:
+    import model.symbolic as sym  # z3 encoding helpers (imported late: it imports no specs)
+
+    return sym
+
+
+def _phase_in(s: Any, phases: tuple[int, ...]) -> z3.BoolRef:
+    return _sym().in_(s["phase"], phases)
+
+
+# --- leak_detection_sound and the specs that share its argument ------------------------------
+
+_LEAK_SPECS = ("leak_detection_sound", "leak_detection_sound_at_write", "pipe_peers_contained")
+
+
+@lemma(*_LEAK_SPECS)
+def objhash_empty_before_collect(m: Any, s: Any) -> z3.BoolRef:
+    """Before collect (no checkpoint, or just frozen) the objhash holds nothing."""
+    sym = _sym()
+    hashed = (list(s["h_tab"]) + list(s["h_file"]) + list(s["h_ino"])
+              + [h for pair in s["h_tty"] for h in pair])
+    return z3.Implies(_phase_in(s, (0, FROZEN)), z3.Not(sym.any_(hashed)))
+
+
+@lemma(*_LEAK_SPECS)
+def one_master_per_pty(m: Any, s: Any) -> z3.BoolRef:
+    """No two live pty master files are on the same pty pair."""
+    sym = _sym()
+    v = m.view(s)
+    out = []
+    for f in range(m.NF):
+        for g in range(f + 1, m.NF):
+            both = z3.And(v.alive_f[f], v.alive_f[g], sym.is_(s["kind"][f], PTMX),
+                          sym.is_(s["kind"][g], PTMX))
+            out.append(z3.Implies(both, s["obj"][f] != s["obj"][g]))
+    return sym.all_(out)
+
+
+@lemma(*_LEAK_SPECS)
+def hashed_tables_are_the_inside_tables(m: Any, s: Any) -> z3.BoolRef:
+    """From collect to the write, the hashed fd tables are exactly those inside tasks hold,
+    each with users = users_start - 1 + the inside tasks holding it."""
+    sym = _sym()
+    v = m.view(s)
+    start1 = sym.num(m.v.users_start - 1, m.CW)
+    ok = [z3.And(s["h_tab"][x] == v.ins_table[x],
+                 z3.Implies(s["h_tab"][x], s["u_tab"][x] == start1 + v.n_in_holders[x]))
+          for x in range(m.NT)]
+    return z3.Implies(_phase_in(s, (COLLECTED, CHECKED)), sym.all_(ok))
+
+
+def _hashed_on(m: Any, s: Any, o: int, kinds: tuple[int, ...]) -> list[z3.BoolRef]:
+    sym = _sym()
+    return [z3.And(s["h_file"][f], sym.in_(s["kind"][f], kinds), sym.is_(s["obj"][f], o))
+            for f in range(m.NF)]
+
+
+def counts_match_inside_references(m: Any, s: Any) -> z3.BoolRef:
+    """Every hashed object's users is users_start - 1 plus the references found from inside
+    in the current state: fd slots of inside tables for a file, hashed files on it for a
+    pipe inode or a tty side (the conjunct of `collected_counts_consistent`)."""
+    sym = _sym()
+    v = m.view(s)
+    start1 = sym.num(m.v.users_start - 1, m.CW)
+    out = [z3.Implies(s["h_file"][f], s["u_file"][f] == start1 + v.tin[f])
+           for f in range(m.NF)]
+    pipes, ptmx, pts = sym.PIPES, (PTMX,), (PTS,)
+    for o in range(m.NF):
+        if m.v.pipe_ref_users:
+            out.append(s["h_ino"][o] == sym.any_(_hashed_on(m, s, o, pipes)))
+            out.append(z3.Implies(s["h_ino"][o], s["u_ino"][o] == start1 + v.hashed_on(o, pipes)))
+        else:
+            out.append(z3.Not(s["h_ino"][o]))
+        hm = sym.any_(_hashed_on(m, s, o, ptmx))
+        hs = z3.Or(hm, sym.any_(_hashed_on(m, s, o, pts)))
+        out.append(s["h_tty"][o][0] == hm)
+        out.append(z3.Implies(s["h_tty"][o][0], s["u_tty"][o][0] == start1 + v.hashed_on(o, ptmx)))
+        out.append(s["h_tty"][o][1] == hs)
+        out.append(z3.Implies(s["h_tty"][o][1], s["u_tty"][o][1]
+                              == start1 + v.hashed_on(o, ptmx) + v.hashed_on(o, pts)))
+    return sym.all_(out)
+
+
+@lemma(*_LEAK_SPECS)
+def collected_counts_consistent(m: Any, s: Any) -> z3.BoolRef:
+    """Between collect and the contained check, no outside task holds a hashed fd table, and
+    every hashed object's users equals users_start - 1 plus its references from inside now."""
+    sym = _sym()
+    v = m.view(s)
+    shared = sym.any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
+    return z3.Implies(sym.is_(s["phase"], COLLECTED),
+                      z3.And(z3.Not(shared), counts_match_inside_references(m, s)))
+
+
+@lemma("leak_detection_sound", "pipe_peers_contained")
+def checked_objects_not_shared(m: Any, s: Any) -> z3.BoolRef:
+    """After a passed contained check, no hashed object (nor the inode of a hashed pipe) was
+    referenced from outside at the check, and no outside task holds a hashed fd table."""
+    sym = _sym()
+    v = m.view(s)
+    out = [z3.Not(z3.And(s["h_tab"][x], z3.Or(s["g_tab"][x], v.out_table[x])))
+           for x in range(m.NT)]
+    out += [z3.Not(z3.And(s["h_file"][f], s["g_file"][f])) for f in range(m.NF)]
+    out += [z3.Not(z3.And(s["h_ino"][o], s["g_ino"][o])) for o in range(m.NF)]
+    out += [z3.Not(z3.And(s["h_tty"][o][i], s["g_tty"][o][i]))
+            for o in range(m.NF) for i in (0, 1)]
+    for f in range(m.NF):
+        pipe = z3.And(s["h_file"][f], sym.in_(s["kind"][f], sym.PIPES))
+        out.append(z3.Implies(pipe, z3.Not(sym.sel(s["obj"][f], s["g_ino"]))))
+    return z3.Implies(sym.is_(s["phase"], CHECKED), sym.all_(out))
+
+
+@lemma("leak_detection_sound")
+def no_leak_recorded(m: Any, s: Any) -> z3.BoolRef:
+    """Once the image is written, the write recorded no object referenced from outside at
+    the check."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)), z3.Not(s["leak"]))
+
+
+@lemma("pipe_peers_contained")
+def no_pipe_leak_recorded(m: Any, s: Any) -> z3.BoolRef:
+    """Once the image is written, the write recorded no pipe inode or tty referenced from
+    outside at the check."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)), z3.Not(s["leak_pipe"]))
+
+
+@lemma("leak_detection_sound_at_write")
+def checked_counts_consistent(m: Any, s: Any) -> z3.BoolRef:
+    """After a passed contained check, no outside task holds a hashed fd table and every
+    hashed object's users still equals users_start - 1 plus its references from inside."""
+    sym = _sym()
+    v = m.view(s)
+    shared = sym.any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
+    return z3.Implies(sym.is_(s["phase"], CHECKED),
+                      z3.And(z3.Not(shared), counts_match_inside_references(m, s)))
+
+
+@lemma("leak_detection_sound_at_write")
+def no_leak_at_write_recorded(m: Any, s: Any) -> z3.BoolRef:
+    """Once the image is written, the write recorded no object that an outside task
+    referenced as it was written."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)), z3.Not(s["leak_w"]))
+
+
+# --- uncheckpointable_refused ------------------------------------------------------------------
+
+
+@lemma("uncheckpointable_refused")
+def no_timerfd_written(m: Any, s: Any) -> z3.BoolRef:
+    """Once the image is written, no container descriptor referred to a timerfd when it
+    was written."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)), z3.Not(s["img_timerfd"]))
+
+
+# --- restore_preserves_fcntl_flags -----------------------------------------------------------
+
+
+def flags_ok(kind: z3.BitVecRef, flags: z3.BitVecRef) -> z3.BoolRef:
+    """The f_flags an open file of `kind` can have (see `flags_wellformed`)."""
+    sym = _sym()
+    from model.flags import O_ASYNC, O_DIRECT, O_RDONLY, O_RDWR, O_WRONLY
+    from model.state import PIPE_R, PIPE_RW, PIPE_W, TIMERFD
+
+    acc = flags & 3
+    bv = sym.bv
+    return z3.And(
+        (flags & ~bv(sym.KNOWN_FLAGS, sym.FW)) == 0, acc != 3,
+        z3.Implies(sym.is_(kind, PIPE_R), acc == O_RDONLY),
+        z3.Implies(sym.is_(kind, PIPE_W), acc == O_WRONLY),
+        z3.Implies(sym.is_(kind, PIPE_RW), acc == O_RDWR),
+        z3.Implies(sym.in_(kind, (EPOLL, TIMERFD)),
+                   z3.And(acc == O_RDWR, (flags & (O_ASYNC | O_DIRECT)) == 0)),
+        z3.Implies(sym.in_(kind, (PTMX, PTS)), (flags & O_DIRECT) == 0),
+    )
+
+
+@lemma("restore_preserves_fcntl_flags")
+def flags_wellformed(m: Any, s: Any) -> z3.BoolRef:
+    """Every file slot's f_flags are a valid access mode plus known status bits, a pipe
+    end's access mode matches its kind, epoll and timerfd files are O_RDWR without O_ASYNC or
+    O_DIRECT, and pty files never have O_DIRECT."""
+    return _sym().all_(flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF))
+
+
+@lemma("restore_preserves_fcntl_flags")
+def image_restorable(m: Any, s: Any) -> z3.BoolRef:
+    """Once the image is written, a restored descriptor can differ in flags or close-on-exec
+    only if restart fails."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)),
+                      z3.Implies(s["img_bad"], s["img_err"]))
+
+
+@lemma("restore_preserves_fcntl_flags")
+def restart_reports_image(m: Any, s: Any) -> z3.BoolRef:
+    """After restart, it failed exactly when the image said it would."""
+    return z3.Implies(_sym().is_(s["phase"], RESTARTED), s["rst_err"] == s["img_err"])

@@ -1,0 +1,166 @@
+"""`crmodel check --engine z3`: inductive proofs at a size explicit search cannot reach, and
+bounded model checking for concrete counterexamples where a proof fails.
+
+For each (variant, spec) the engine first tries to prove the spec, conjoined with its lemmas
+(`specs/lemmas.py`), inductive for every state of the proof size, reachable or not, with no
+bound on the number of steps (`checker.symbolic.prove`). If every obligation is valid the
+verdict is `proved` and its reason names the size. Otherwise it runs BMC on the configuration's
+bounds, to the longest run they allow, so a `holds` there is exhaustive for those bounds; a
+counterexample is replayed on the explicit model and reported as `violated` with the same
+trace as the explicit engine's. Where the spec declares a violation that needs more room
+(`specs.registry.Bounded`), BMC also tries the preset it names. A failed proof with no
+concrete counterexample is `unknown`, with the counterexample to induction as its trace: a
+failure, never a pass. So is every z3 `unknown` or timeout.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from checker import symbolic
+from checker.result import Result
+from checker.symbolic import bmc, prove_parallel
+from crmodel.api import Report, Row, UsageError, exact_expectations, write_trace
+from model.config import PRESETS, Config
+from model.symbolic import SPECS_ENCODED, Sizes, covered_config, symbolic_model
+from model.system import CrModel
+from model.variants import VARIANTS
+from specs import SPECS
+
+# The size proofs cover by default: 4 tasks (2 inside, 2 outside), 8 descriptors per fd
+# table, 8 open files; every access mode, status-flag set, close-on-exec value, 2 paths and
+# 4 offsets; any number of steps.
+PROOF_SIZE = Sizes(inside=2, outside=2, fds=8, files=8)
+TIMEOUT = 600.0  # seconds per z3 query
+CACHE_DIR = ".crmodel-cache/z3"  # unsat answers by formula (checker.symbolic.ProofCache)
+
+
+def parse_size(text: str) -> Sizes:
+    """`INSIDE,OUTSIDE,FDS,FILES` -> Sizes (a usage error if malformed)."""
+    try:
+        parts = [int(x) for x in text.split(",")]
+        if len(parts) != 4:
+            raise ValueError
+        size = Sizes(*parts)
+    except ValueError:
+        raise UsageError(f"--proof-size wants INSIDE,OUTSIDE,FDS,FILES (four integers), "
+                         f"not {text!r}") from None
+    if size.inside < 1 or size.outside < 1 or size.fds < 1 or size.files < 1:
+        raise UsageError("--proof-size: every figure must be at least 1")
+    if size.tasks > 8 or size.fds > 16 or size.files > 16:
+        raise UsageError("--proof-size: at most 8 tasks, 16 descriptors and 16 files")
+    return size
+
+
+def run_length(cfg: Config) -> int:
+    """The longest run `cfg` allows: its environment steps, the outside steps during a
+    checkpoint, and the checkpoint's own six (freeze .. restart). BMC to this depth is
+    exhaustive for the config."""
+    return cfg.env_steps + cfg.checkpoint_steps + 6
+
+
+@dataclass(frozen=True)
+class Job:
+    cfg: Config
+    variant: str
+    spec: str
+    size: Sizes
+    timeout: float
+    jobs: int = 1  # processes sharing the proof's obligations
+
+
+def _bmc_configs(job: Job) -> list[Config]:
+    out = [covered_config(job.cfg, job.cfg.name)]
+    b = SPECS[job.spec].bounded.get(job.variant)
+    if b is not None and not b.reached(job.cfg):
+        out.append(covered_config(PRESETS[b.demo], b.demo))
+    return out
+
+
+def run_job(job: Job) -> tuple[Result, Config]:
+    """Prove, else refute: the Result and the config its trace belongs to."""
+    t0 = time.monotonic()
+    v = VARIANTS[job.variant]
+    sym = symbolic_model(job.size, v)
+    cache = symbolic.CACHE
+    before = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    ok, obs = prove_parallel(symbolic_model, (job.size, v), job.spec, job.timeout, job.jobs)
+    if ok:
+        lemmas = [lem.name for lem in sym.lemmas(job.spec)]
+        slow = max(obs, key=lambda o: o.seconds)
+        cached = ""
+        if cache is not None and cache.hits > before[0]:
+            hits, total = cache.hits - before[0], cache.hits + cache.misses - sum(before)
+            cached = (f"; {hits} of {total} queries were formulas already proved unsat, "
+                      "answered from the cache")
+        return Result(job.spec, "proved", seconds=time.monotonic() - t0, engine="z3",
+                      reason=f"inductive for every state of {job.size.text()}, reachable or "
+                      f"not, any number of steps ({len(obs)} obligations, slowest "
+                      f"{slow.obligation.id} {slow.seconds:.1f}s; lemmas: "
+                      f"{', '.join(lemmas) or 'none'}{cached})"), job.cfg
+    bad = obs[-1]
+    why = (f"not proved at {job.size.text()}: obligation {bad.obligation.id} {bad.status}"
+           + (f" ({bad.detail})" if bad.detail else ""))
+    tried = []
+    for cfg in _bmc_configs(job):
+        depth = run_length(cfg)
+        [r] = bmc(symbolic_model(cfg, v), [job.spec], depth, job.timeout)
+        if r.verdict == "violated":
+            r.seconds = time.monotonic() - t0
+            r.reason = f"{why}; on {cfg.name}: {r.reason}"
+            return r, cfg
+        tried.append(f"BMC on {cfg.name} to depth {depth} (exhaustive there): {r.verdict}"
+                     + (f" ({r.reason})" if r.verdict == "unknown" else ""))
+    return Result(job.spec, "unknown", seconds=time.monotonic() - t0, engine="z3",
+                  trace=bad.cti, reason=f"{why}; {'; '.join(tried)}"), job.cfg
+
+
+def check(cfg: Config, vnames: Sequence[str], snames: Sequence[str] | None, *,
+          traces_dir: str | Path | None = None, size: Sizes = PROOF_SIZE,
+          timeout: float = TIMEOUT, jobs: int = 1, progress: bool = False,
+          cache_dir: str | Path | None = CACHE_DIR) -> Report:
+    """Every (variant, spec) pair through `run_job`; rows as the explicit engine gives them.
+    `snames` None means every spec the symbolic model encodes; `cache_dir` None solves every
+    query afresh."""
+    symbolic.use_cache(cache_dir)
+    try:
+        return _check(cfg, vnames, snames, traces_dir, size, timeout, jobs, progress)
+    finally:
+        symbolic.use_cache(None)  # no cache left behind for other callers of the engine
+
+
+def _check(cfg: Config, vnames: Sequence[str], snames: Sequence[str] | None,
+           traces_dir: str | Path | None, size: Sizes, timeout: float, jobs: int,
+           progress: bool) -> Report:
+    if snames is None:
+        snames = list(SPECS_ENCODED)
+    missing = [s for s in snames if s not in SPECS_ENCODED]
+    if missing:
+        raise UsageError(f"the z3 engine does not encode {missing[0]!r}; it checks: "
+                         f"{', '.join(SPECS_ENCODED)} (use --engine explicit for the rest)")
+    todo = [Job(cfg, v, s, size, timeout, jobs) for v in vnames for s in snames]
+    done: dict[tuple[str, str], tuple[Result, Config]] = {}
+    for job in todo:  # one pair at a time, its proof obligations over `jobs` processes
+        r, c = run_job(job)
+        done[(job.variant, job.spec)] = (r, c)
+        if progress:
+            print(f"z3: {job.variant} / {job.spec}: {r.verdict} in {r.seconds:.1f}s",
+                  file=sys.stderr, flush=True)
+    rows = []
+    for job in todo:
+        r, c = done[(job.variant, job.spec)]
+        m = CrModel(covered_config(c, c.name), VARIANTS[job.variant])
+        if r.trace is not None:
+            r.trace.model = m
+        # A proof covers any number of steps: the expectation is the unbounded one.
+        row = Row(job.variant, job.spec, "invariant", "z3", r.verdict,
+                  SPECS[job.spec].expected(job.variant), 0, 0, r.depth, r.seconds, r.reason,
+                  r.trace, None, m, exact=exact_expectations(cfg))
+        if traces_dir is not None and r.trace is not None:
+            row.trace_path = write_trace(row, Path(traces_dir))
+        rows.append(row)
+    return Report(cfg, rows, {})

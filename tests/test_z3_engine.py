@@ -1,0 +1,207 @@
+"""The generic z3 engine (checker.symbolic) on a toy symbolic model that knows no files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import z3
+
+from checker.result import Result
+from checker.symbolic import (
+    Lemma,
+    SymStep,
+    bmc,
+    check_obligation,
+    check_symbolic,
+    obligations,
+    prove,
+    split_conjuncts,
+)
+from checker.trace import Trace
+
+
+@dataclass
+class Counter:
+    """Two 6-bit counters: `inc` bumps x while x < 20 and keeps y == 2x, `reset` zeroes both.
+    Properties: `bounded` (x <= 20, inductive), `even` (y even: needs the lemma y == 2x),
+    `not7` (x != 7: violated in 7 steps), `hard` (a factoring question z3 cannot settle in a
+    millisecond)."""
+
+    name: str = "counter"
+    width: int = 6
+
+    def size_text(self) -> str:
+        return f"{self.width}-bit counters"
+
+    def fresh(self, tag: str) -> dict[str, z3.BitVecRef]:
+        return {"x": z3.BitVec(f"{tag}.x", self.width), "y": z3.BitVec(f"{tag}.y", self.width)}
+
+    def leaves(self, s: dict[str, Any]) -> list[z3.ExprRef]:
+        return [s["x"], s["y"]]
+
+    def init(self, s: dict[str, Any]) -> z3.BoolRef:
+        return z3.And(s["x"] == 0, s["y"] == 0)
+
+    def domain(self, s: dict[str, Any]) -> z3.BoolRef:
+        return z3.BoolVal(True)
+
+    def family_names(self) -> list[str]:
+        return ["inc", "reset"]
+
+    def transitions(self, s: dict[str, Any], tag: str) -> list[SymStep]:
+        inc = SymStep("inc", z3.ULT(s["x"], 20), {"x": s["x"] + 1, "y": s["y"] + 2})
+        reset = SymStep("reset", z3.BoolVal(True), {"x": s["x"] * 0, "y": s["y"] * 0})
+        return [inc, reset]
+
+    def property(self, name: str) -> Any:
+        def hard(s: dict[str, Any]) -> z3.BoolRef:  # 64-bit factoring of a semiprime
+            a, b = z3.BitVec("fa", 64), z3.BitVec("fb", 64)
+            n = 18446744030759878681  # 4294967279 * 4294967291 (primes)
+            return z3.Not(z3.And(a * b == n, z3.UGT(a, 1), z3.UGT(b, 1),
+                                 z3.ULT(a, 2**32), z3.ULT(b, 2**32), s["x"] == s["x"]))
+
+        return {
+            "bounded": lambda s: z3.ULE(s["x"], 20),
+            "even": lambda s: (s["y"] & 1) == 0,
+            "not7": lambda s: s["x"] != 7,
+            "hard": hard,
+        }.get(name)
+
+    def lemmas(self, name: str) -> list[Lemma]:
+        if name == "even":
+            return [Lemma("y_is_2x", "y is twice x.", lambda m, s: s["y"] == s["x"] * 2)]
+        return []
+
+    def decode_state(self, ev: Any, s: dict[str, Any]) -> tuple[int, int]:
+        return (ev(s["x"]), ev(s["y"]))
+
+    def decode_action(self, ev: Any, step: SymStep) -> tuple:
+        return (step.name,)
+
+
+@dataclass
+class NoLemma(Counter):
+    """`bounded_y` (y <= 40) holds in every reachable state (y == 2x, x <= 20) but is not
+    inductive alone: from y == 40 with x == 3, inc reaches y == 42."""
+
+    def property(self, name: str) -> Any:
+        if name == "bounded_y":
+            return lambda s: z3.ULE(s["y"], 40)
+        return super().property(name)
+
+
+def test_bmc_finds_a_shortest_trace() -> None:
+    [r] = bmc(Counter(), ["not7"], depth=10)
+    assert r.verdict == "violated" and r.engine == "z3"
+    assert r.depth == 7 and len(r.trace.steps) == 8
+    assert r.trace.actions == [("inc",)] * 7
+    assert r.trace.last == (7, 14)
+
+
+def test_bmc_holds_is_bounded() -> None:
+    [r] = bmc(Counter(), ["bounded"], depth=3)
+    assert r.verdict == "holds" and "bounded" in r.reason and "not a proof" in r.reason
+
+
+def test_induction_proves_and_says_what_it_covers() -> None:
+    [r] = check_symbolic(Counter(), ["bounded"], mode="induction", depth=0)
+    assert r.verdict == "proved" and "6-bit counters" in r.reason
+
+
+def test_lemma_makes_it_inductive() -> None:
+    ok, results = prove(Counter(), "even")
+    assert ok and all(x.status == "valid" for x in results)
+    kinds = [x.obligation.kind for x in results]
+    assert kinds.count("initial") == 2 and kinds.count("step") == 2 and kinds[-1] == "property"
+
+
+def test_cti_is_a_readable_state_pair() -> None:
+    m = NoLemma()
+    ok, results = prove(m, "bounded_y")
+    assert not ok
+    bad = results[-1]
+    assert bad.status == "failed" and bad.obligation.id == "step:inc"
+    assert isinstance(bad.cti, Trace) and len(bad.cti.steps) == 2 and not bad.cti.concrete
+    (x0, y0), (x1, y1) = bad.cti.steps[0].state, bad.cti.steps[1].state
+    assert y0 <= 40 < y1 and x1 == x0 + 1
+    text = bad.cti.to_text(m)
+    assert "counterexample to induction" in text and "inc" in text
+
+
+def test_failed_proof_without_real_counterexample_is_unknown() -> None:
+    [r] = check_symbolic(NoLemma(), ["bounded_y"], mode="induction", depth=5)
+    assert r.verdict == "unknown" and r.trace is not None and "not proved" in r.reason
+
+
+def test_failed_proof_with_real_counterexample_is_violated() -> None:
+    [r] = check_symbolic(Counter(), ["not7"], mode="induction", depth=10)
+    assert r.verdict == "violated" and r.depth == 7
+
+
+@pytest.mark.parametrize("mode", ["bmc", "induction"])
+def test_timeout_is_unknown_never_a_pass(mode: str) -> None:
+    [r] = check_symbolic(Counter(), ["hard"], mode=mode, depth=1, timeout=0.001)
+    assert r.verdict == "unknown" and not r.passed
+    assert "unknown" in r.reason
+
+
+def test_unencoded_property_is_unknown() -> None:
+    [r] = check_symbolic(Counter(), ["nosuch"], mode="bmc", depth=1)
+    assert r.verdict == "unknown" and "not encoded" in r.reason
+
+
+def test_each_obligation_on_its_own() -> None:
+    m = Counter()
+    obs = obligations(m, "even")
+    assert [o.id for o in obs] == ["initial:even", "initial:y_is_2x", "step:inc", "step:reset",
+                                   "property:even"]
+    for o in obs:
+        assert check_obligation(m, "even", o).status == "valid"
+
+
+def test_traces_render_and_export() -> None:
+    [r] = bmc(Counter(), ["not7"], depth=7)
+    assert isinstance(r, Result)
+    text = r.trace.to_text(Counter())
+    assert "step 7: inc()" in text
+    doc = r.trace.to_itf(Counter())
+    assert len(doc["states"]) == 8
+    json.dumps(doc)
+    assert r.to_dict()["trace_length"] == 8
+
+
+def test_split_conjuncts() -> None:
+    a, b, c = z3.Bools("a b c")
+    parts = split_conjuncts(z3.Implies(a, z3.And(b, z3.Not(z3.Or(c, a)))))
+    assert len(parts) == 3
+    s = z3.Solver()
+    s.add(z3.Implies(a, z3.And(b, z3.Not(z3.Or(c, a)))) != z3.And(parts))
+    assert s.check() == z3.unsat
+
+
+def test_bad_mode() -> None:
+    with pytest.raises(ValueError):
+        check_symbolic(Counter(), ["bounded"], mode="dfs")  # type: ignore[arg-type]
+
+
+def test_cache_answers_only_identical_unsat_queries(tmp_path) -> None:
+    from checker import symbolic
+
+    symbolic.use_cache(tmp_path)
+    try:
+        ok, _ = prove(Counter(), "even")
+        first = (symbolic.CACHE.hits, symbolic.CACHE.misses)
+        assert ok and first[0] == 0 and first[1] > 0
+        ok, _ = prove(Counter(), "even")  # the same formulas: every query from the cache
+        assert ok and symbolic.CACHE.hits == first[1]
+        # a different model (wider counters) shares no formula, and a failing proof is
+        # still found failing: sat answers are never cached
+        ok, obs = prove(NoLemma(width=7), "bounded_y")
+        assert not ok and obs[-1].status == "failed"
+        ok, obs = prove(NoLemma(width=7), "bounded_y")
+        assert not ok and obs[-1].status == "failed" and obs[-1].cti is not None
+    finally:
+        symbolic.use_cache(None)
