@@ -26,7 +26,7 @@ PROPS = ("restore_preserves_fcntl_flags", "leak_detection_sound")
 
 def main() -> None:
     from checker.explicit import explore
-    from checker.symbolic import prove
+    from checker.symbolic import benchmark
     from crmodel import api, z3run
     from model.symbolic import symbolic_model
     from model.system import CrModel
@@ -40,20 +40,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=z3run.TIMEOUT, help="per z3 query")
     a = ap.parse_args()
     v = VARIANTS[a.variant]
-    print(f"z3 proofs ({a.variant}; per-query timeout {a.timeout:.0f}s)")
-    print(f"{'size':<58} {'property':<31} {'verdict':<10} {'seconds':>8}  slowest obligation")
-    for text in a.sizes:
-        size = z3run.parse_size(text)
-        m = symbolic_model(size, v)
-        for p in PROPS:
-            t0 = time.perf_counter()
-            ok, obs = prove(m, p, a.timeout, stop_at_failure=True)
-            secs = time.perf_counter() - t0
-            slow = max(obs, key=lambda o: o.seconds)
-            verdict = "proved" if ok else f"{obs[-1].status}"
-            print(f"{size.text():<58} {p:<31} {verdict:<10} {secs:8.1f}  "
-                  f"{slow.obligation.id} {slow.seconds:.1f}s ({len(obs)} obligations)",
-                  flush=True)
+    print(f"z3 proofs ({a.variant}; per-query timeout {a.timeout:.0f}s, one process)",
+          flush=True)
+    benchmark(lambda size: symbolic_model(size, v), [z3run.parse_size(t) for t in a.sizes],
+              PROPS, a.timeout, out=lambda line: print(line, flush=True))
     if not a.explicit:
         return
     print(f"\nexplicit engine ({a.variant}, all specs; budget {a.explicit_seconds:.0f}s each)")

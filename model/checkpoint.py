@@ -265,8 +265,10 @@ def write(w: World, v: Variant) -> World:
         return _fail(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), e.code)
     # A reference taken after the contained check and dropped before the re-check after the
     # write is seen by neither: only a comparison made as the objects are written sees it.
-    if v.check_at_write and _leaks(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), v):
-        return _fail(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), EBUSY)
+    if v.check_at_write:
+        hashed = w._replace(cr=w.cr._replace(objhash=tuple(h.entries)))
+        if _leaks(hashed, v):
+            return _fail(hashed, EBUSY)
 
     # Ghost bookkeeping for the specs: which written objects outside tasks referenced at the
     # check (or the freeze, in subtree mode) and which they reference now.

@@ -1819,16 +1819,6 @@ def symbolic_model(cfg_or_sizes: Config | Sizes, variant: Variant, *, files: int
     return CrSymModel(cfg_or_sizes, variant, dom, counts=counts or "int")
 
 
-# Sizes the benchmark walks through (the lead's benchmarks/ calls checker.symbolic.benchmark).
-BENCH_SIZES: tuple[Sizes, ...] = (
-    Sizes(1, 1, 2, 2), Sizes(2, 1, 3, 4), Sizes(3, 1, 4, 6), Sizes(3, 1, 8, 8),
-    Sizes(4, 1, 8, 8),
-)
-# The environment actions under which leak_detection_sound can hold at all: exec lets the
-# single outside task leave a table it shares with the container (see specs/lemmas.py).
-NO_EXEC: tuple[str, ...] = tuple(a for a in COVERED_ACTIONS if a != "exec")
-
-
 # --- concrete evaluation (agreement with the explicit model) --------------------------------
 
 # The parameters each family reads (the others are free and irrelevant).
@@ -1898,22 +1888,12 @@ class StepEvaluator:
         subst = [(fam.params[k], _const(v, fam.params[k])) for k, v in vals.items()]
 
         def fold(t: z3.ExprRef) -> Any:
-            r = z3.simplify(z3.substitute(t, *subst) if subst else t)
-            if z3.is_true(r):
-                return True
-            if z3.is_false(r):
-                return False
-            if z3.is_bv_value(r) or z3.is_int_value(r):
-                return r.as_long()
-            raise ValueError(f"{a}: a term does not fold: {r}")
+            return _pyval(z3.simplify(z3.substitute(t, *subst) if subst else t))
 
         if not fold(fam.guard):
             return False, None
-        flat = [pre if post.eq(pre) else post
-                for pre, post in zip(self.pre_leaves, m.leaves(fam.post), strict=True)]
-        pre_vals = m.leaves(constant_state(m, self.val))  # same order as `flat`
-        out_flat = [(_pyval(pv) if x.eq(pv) else fold(x))
-                    for x, pv in zip(flat, pre_vals, strict=True)]
+        out_flat = [_pyval(pre) if post.eq(pre) else fold(post)
+                    for pre, post in zip(self.pre_leaves, m.leaves(fam.post), strict=True)]
         return True, _unflatten(m, out_flat)
 
     def extra(self, name: str, known: list[tuple], timeout: float = 30.0) -> tuple | None:
@@ -1941,11 +1921,14 @@ class StepEvaluator:
 
 
 def _pyval(x: z3.ExprRef) -> Any:
+    """A z3 value as a Python bool or int (ValueError for a term that is not a value)."""
     if z3.is_true(x):
         return True
     if z3.is_false(x):
         return False
-    return x.as_long()
+    if z3.is_bv_value(x) or z3.is_int_value(x):
+        return x.as_long()
+    raise ValueError(f"not a value: {x}")
 
 
 def _unflatten(m: CrSymModel, flat: list[Any]) -> dict[str, Any]:
@@ -1956,13 +1939,6 @@ def _unflatten(m: CrSymModel, flat: list[Any]) -> dict[str, Any]:
         return [take(y) for y in like] if isinstance(like, list) else next(it)
 
     return {k: take(shape[k]) for k in m.shapes()}
-
-
-def evaluate_step(m: CrSymModel, val: dict[str, Any], a: tuple
-                  ) -> tuple[bool, dict[str, Any] | None]:
-    """The symbolic transition `a` from the concrete state `val`, by constant folding:
-    (enabled, the values of the successor or None)."""
-    return StepEvaluator(m, val).step(a)
 
 
 def solve_step(m: CrSymModel, val: dict[str, Any], a: tuple, timeout: float = 30.0
@@ -1987,18 +1963,9 @@ def solve_step(m: CrSymModel, val: dict[str, Any], a: tuple, timeout: float = 30
         return False, None
     mod = so.model()
 
-    def ev(t: z3.ExprRef) -> Any:
-        x = mod.eval(t, model_completion=True)
-        return True if z3.is_true(x) else False if z3.is_false(x) else x.as_long()
-
-    got = {k: _evtree(ev, post[k]) for k in m.shapes()}
+    got = {k: _evtree(lambda t: _pyval(mod.eval(t, model_completion=True)), post[k])
+           for k in m.shapes()}
     so.add(z3.Not(constrain(m, post, got)))
     if so.check() != z3.unsat:
         raise ValueError(f"the successor of {a} is not unique")
     return True, got
-
-
-def extra_steps(m: CrSymModel, val: dict[str, Any], name: str, known: list[tuple],
-                timeout: float = 30.0) -> tuple | None:
-    """See `StepEvaluator.extra`."""
-    return StepEvaluator(m, val).extra(name, known, timeout)
