@@ -139,7 +139,10 @@ CKPT_ACTIONS: tuple[str, ...] = ("freeze", "collect", "contained", "write", "vis
 SPECS_ENCODED: tuple[str, ...] = (
     "leak_detection_sound", "leak_detection_sound_at_write", "pipe_peers_contained",
     "uncheckpointable_refused", "restore_preserves_fcntl_flags",
+    "restore_preserves_offsets_and_sharing", "refcounts_restored",
 )
+# The ghosts the write records about the restart to come (see the module docstring).
+IMG_GHOSTS: tuple[str, ...] = ("img_bad", "img_err", "img_timerfd", "img_share", "img_count")
 
 STATUS_FLAGS = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME
 KNOWN_FLAGS = O_ACCMODE | STATUS_FLAGS | O_LARGEFILE
@@ -609,7 +612,8 @@ class CrSymModel:
             "v_tty": ((NF, 2), "bool", 0), "g_tty": ((NF, 2), "bool", 0),
             "leak": ((), "bool", 0), "leak_w": ((), "bool", 0), "leak_pipe": ((), "bool", 0),
             "img_bad": ((), "bool", 0), "img_err": ((), "bool", 0),
-            "img_timerfd": ((), "bool", 0), "rst_err": ((), "bool", 0),
+            "img_timerfd": ((), "bool", 0), "img_share": ((), "bool", 0),
+            "img_count": ((), "bool", 0), "rst_err": ((), "bool", 0),
         }
         if self.dom.bounded:
             sh["steps"] = ((), "bv", 8)
@@ -700,9 +704,13 @@ class CrSymModel:
             return lambda s: z3.Not(z3.And(succeeded(s), s["leak_pipe"]))
         if name == "uncheckpointable_refused":
             return lambda s: z3.Not(z3.And(succeeded(s), s["img_timerfd"]))
-        if name == "restore_preserves_fcntl_flags":
+        restored_ghost = {"restore_preserves_fcntl_flags": "img_bad",
+                          "restore_preserves_offsets_and_sharing": "img_share",
+                          "refcounts_restored": "img_count"}
+        if name in restored_ghost:
+            g = restored_ghost[name]
             return lambda s: z3.Not(z3.And(is_(s["phase"], RESTARTED), z3.Not(s["rst_err"]),
-                                           s["img_bad"]))
+                                           s[g]))
         return None
 
     def lemmas(self, name: str) -> list[Any]:
@@ -795,8 +803,8 @@ class CrSymModel:
         return decode_values(self, {n: _evtree(ev, s[n]) for n in self.shapes()})
 
     def describe_extra(self, ev: Callable[[z3.ExprRef], Any], s: State) -> dict[str, str]:
-        vals = {n: _evtree(ev, s[n]) for n in ("leak", "leak_w", "leak_pipe", "img_bad",
-                                                 "img_err", "img_timerfd", "rst_err")}
+        vals = {n: _evtree(ev, s[n]) for n in ("leak", "leak_w", "leak_pipe", *IMG_GHOSTS,
+                                                 "rst_err")}
         return {k: str(int(v)) for k, v in vals.items()}
 
     # --- concrete side ---------------------------------------------------------------------
@@ -1311,8 +1319,7 @@ class _Ckpt:
             post[k] = [FALSE] * len(s[k])
         for k in ("h_tty", "v_tty", "g_tty"):
             post[k] = [[FALSE, FALSE] for _ in range(m.NF)]
-        for k in ("leak", "leak_w", "leak_pipe", "img_bad", "img_err", "img_timerfd",
-                  "rst_err"):
+        for k in ("leak", "leak_w", "leak_pipe", *IMG_GHOSTS, "rst_err"):
             post[k] = FALSE
         if m.dom.bounded:
             post["ext"] = bv(0, 8)
@@ -1537,8 +1544,39 @@ class _Ckpt:
         post["leak_w"] = hits(now, alltypes)
         post["leak_pipe"] = hits(ghost, ("ino", "tty"))
         post["img_bad"] = any_(bad)
-        post["img_err"] = any_(z3.And(written_f[f], rerr[f]) for f in range(NF))
+        # restart fails on a record it cannot restore, or on an epoll item whose target has
+        # an objref (hashed at collect) but no file record (possible without the visited check)
+        dangling = any_(z3.And(written_f[e], is_(kind[e], EPOLL), s["ep"][e][tf][d],
+                               z3.Not(written_f[tf]))
+                        for e in range(NF) for tf in range(NF) for d in range(ND))
+        post["img_err"] = z3.Or(any_(z3.And(written_f[f], rerr[f]) for f in range(NF)),
+                                dangling)
         post["img_timerfd"] = timer_in
+        # sharing and counts after restart (restore_preserves_offsets_and_sharing,
+        # refcounts_restored): correct restart rebuilds one file per objref and one table
+        # per table objref, so only the restart knobs can break them
+        dup_rec = any_(z3.And(pw[q], pw[r], TF[q[0]][q[1]] == TF[r[0]][r[1]])
+                       for i, q in enumerate(positions) for r in positions[i + 1:])
+        shared_tab = [any_(z3.And(wt[t], wt[u], s["table"][t] == s["table"][u])
+                           for u in range(t + 1, NT)) for t in range(NT)]
+        share_bad, count_bad = [], []
+        if var.new_file_per_fd:  # a file with two fd records comes back as two files
+            share_bad.append(dup_rec)
+            count_bad.append(dup_rec)
+        if not var.restore_pos:  # a seekable file comes back at offset 0
+            share_bad.append(any_(z3.And(written_f[f], is_(kind[f], REG), s["pos"][f] != 0)
+                                  for f in range(NF)))
+        if not var.share_tables:  # a later task gets a copy: its own table, counted again
+            share_bad.append(any_(shared_tab))
+            count_bad.append(any_(z3.And(shared_tab[t], first_holder[t], pw[(t, d)])
+                                  for t in range(NT) for d in range(ND)))
+        if var.restart_keeps_ref:  # every restored file one reference too many
+            count_bad.append(any_(pw.values()))
+        if var.skip_uncheckpointable:  # the left-out descriptor and file are missing
+            share_bad.append(timer_in)
+            count_bad.append(timer_in)
+        post["img_share"] = any_(share_bad)
+        post["img_count"] = any_(count_bad)
         post["g_tab"], post["g_file"] = [FALSE] * NT, [FALSE] * NF
         post["g_ino"], post["g_tty"] = [FALSE] * NF, [[FALSE, FALSE] for _ in range(NF)]
         if var.check_at_write:  # counts compared in the same step, with the write's objhash
@@ -1708,7 +1746,7 @@ def encode_world(m: CrSymModel, w: World) -> dict[str, Any] | None:
     val["leak"] = bool(cr and cr.leak_check)
     val["leak_w"] = bool(cr and cr.leak_write)
     val["leak_pipe"] = bool(cr and any(t in (OBJ_INODE, OBJ_TTY) for _, t in cr.leak_check))
-    for k in ("img_bad", "img_err", "img_timerfd", "rst_err"):
+    for k in (*IMG_GHOSTS, "rst_err"):
         val[k] = False
     if m.dom.bounded:
         val["steps"] = w.steps

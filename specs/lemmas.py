@@ -255,7 +255,24 @@ def image_restorable(m: Any, s: Any) -> z3.BoolRef:
                       z3.Implies(s["img_bad"], s["img_err"]))
 
 
-@lemma("restore_preserves_fcntl_flags")
+@lemma("restore_preserves_offsets_and_sharing")
+def image_keeps_sharing(m: Any, s: Any) -> z3.BoolRef:
+    """Once the image is written, restart can break the sharing of files or fd tables, or
+    an offset, only if it fails."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)),
+                      z3.Implies(s["img_share"], s["img_err"]))
+
+
+@lemma("refcounts_restored")
+def image_keeps_counts(m: Any, s: Any) -> z3.BoolRef:
+    """Once the image is written, a restored file's f_count can differ from its descriptors
+    at the write only if restart fails."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)),
+                      z3.Implies(s["img_count"], s["img_err"]))
+
+
+@lemma("restore_preserves_fcntl_flags", "restore_preserves_offsets_and_sharing",
+       "refcounts_restored")
 def restart_reports_image(m: Any, s: Any) -> z3.BoolRef:
     """After restart, it failed exactly when the image said it would."""
     return z3.Implies(_sym().is_(s["phase"], RESTARTED), s["rst_err"] == s["img_err"])

@@ -43,6 +43,7 @@ from model.flags import (
 from model.restart import restart
 from model.state import DONE, RESTARTED, WRITTEN, World
 from model.symbolic import (
+    CKPT_ACTIONS,
     COVERED_KINDS,
     SPECS_ENCODED,
     StepEvaluator,
@@ -81,6 +82,10 @@ SMALL = Config(
 # specs do not read).
 WALK_VARIANTS = ["fixed", "linuxcr", "subtree", "mut-collect-every", "mut-users-start-1",
                  "mut-cloexec-per-file", "mut-skip-uncheckpointable", "mut-no-setfl", "criu"]
+# The restore specs whose outcome the write records as a ghost, by ghost.
+RESTORE_GHOSTS = {"img_bad": "restore_preserves_fcntl_flags",
+                  "img_share": "restore_preserves_offsets_and_sharing",
+                  "img_count": "refcounts_restored"}
 STATES_PER_VARIANT = 12 if SLOW else 4
 
 
@@ -101,17 +106,17 @@ def _walk_states(cm: CrModel, seed: int, n: int) -> list[World]:
     return out
 
 
-def _restart_outcome(cm: CrModel, w: World) -> tuple[bool, bool, bool]:
-    """(restore_preserves_fcntl_flags would fail, restart fails, snapshot has a timerfd) for
-    an explicit state just after the write, by running the explicit restart."""
+def _restart_outcome(cm: CrModel, w: World) -> tuple[dict[str, bool], bool, bool]:
+    """({ghost: its restore spec would fail}, restart fails, snapshot has a timerfd) for an
+    explicit state just after the write, by running the explicit restart."""
     cr = w.cr
     code, obs, files = restart(cr.image, cm.variant, cm.cfg.max_fds)
     done = w._replace(cr=cr._replace(phase=RESTARTED, rst_error=code, restored=obs,
                                      rst_files=files, image=()))
-    flags_bad = not SPECS["restore_preserves_fcntl_flags"].predicate(done)
+    bad = {g: not SPECS[spec].predicate(done) for g, spec in RESTORE_GHOSTS.items()}
     timer = not SPECS["uncheckpointable_refused"].predicate(
         w._replace(cr=cr._replace(phase=DONE)))
-    return flags_bad, code != 0, timer
+    return bad, code != 0, timer
 
 
 @pytest.mark.parametrize("variant", WALK_VARIANTS)
@@ -119,7 +124,7 @@ def test_transitions_agree_on_random_states(variant: str) -> None:
     v = VARIANTS[variant]
     cm = CrModel(AGREE, v)
     m = symbolic_model(AGREE, v, files=9)
-    compared = extra_checked = 0
+    compared = extra_checked = restarts = 0
     states = _walk_states(cm, seed=zlib.crc32(variant.encode()), n=STATES_PER_VARIANT)
     for i, w in enumerate(states):
         val = encode_world(m, w)
@@ -133,10 +138,13 @@ def test_transitions_agree_on_random_states(variant: str) -> None:
             got = decode_values(m, post)
             assert summary(got) == summary(w2), f"{a} from {w}"
             if a == ("write",) and w2.cr.phase == WRITTEN:
-                flags_bad, fails, timer = _restart_outcome(cm, w2)
+                bad, fails, timer = _restart_outcome(cm, w2)
                 assert post["img_err"] == fails, (a, w)
-                assert (post["img_bad"] and not post["img_err"]) == (flags_bad and not fails)
+                for g, spec_fails in bad.items():
+                    assert (post[g] and not post["img_err"]) == (spec_fails and not fails), \
+                        (g, w)
                 assert post["img_timerfd"] == timer
+                restarts += 1
             compared += 1
         for name in m.family_names():
             extra = ev.extra(name, by_family.get(name, []))
@@ -218,3 +226,67 @@ def test_bmc_matches_explicit_on_tiny(variant: str) -> None:
         assert r.verdict == verdict, (r.property, r.reason)
         if verdict == "violated":
             assert r.depth == length, r.property
+
+
+# Variants whose restart knobs the write's ghosts summarise, and how many written images of
+# each to compare: random runs driven to the write, so both outcomes of every ghost are met.
+# (img_bad's restart knobs, F_SETFL and close-on-exec, are compared on the random walks above.)
+RESTART_VARIANTS = ["fixed", "mut-new-file-per-fd", "mut-no-lseek", "mut-no-shared-table",
+                    "mut-restart-keeps-ref", "mut-skip-uncheckpointable", "mut-no-visited"]
+WRITES_PER_VARIANT = 60 if SLOW else 15
+
+
+def _states_before_write(cm: CrModel, seed: int, n: int) -> list[World]:
+    """`n` states from which the explicit write succeeds, along seeded random runs that
+    keep going until they reach one."""
+    rng = random.Random(seed)
+    out: list[World] = []
+    while len(out) < n:
+        w = cm.init_states()[0]
+        for _ in range(40):
+            succ = list(cm.successors(w))
+            written = [w2 for a, w2 in succ if a == ("write",) and w2.cr.phase == WRITTEN]
+            if written and (rng.random() < 0.3 or len(succ) == 1):
+                out.append(w)
+                break
+            succ = [(a, w2) for a, w2 in succ if a != ("write",)] or succ
+            if not succ:
+                break
+            # an action kind first, then one of its actions: rare kinds (timerfd, a single
+            # action) are met as often as open with its many flag sets
+            kinds = sorted({a[0] for a, _ in succ})
+            env = [k for k in kinds if k not in CKPT_ACTIONS]
+            kind = rng.choice(env if env and rng.random() < 0.85 else kinds)
+            _, w = rng.choice([(a, w2) for a, w2 in succ if a[0] == kind])
+    return out
+
+
+@pytest.mark.parametrize("variant", RESTART_VARIANTS)
+def test_write_ghosts_agree_with_the_explicit_restart(variant: str) -> None:
+    """The restart outcome the symbolic write records (restart fails; the fcntl, sharing and
+    refcount specs would fail) equals running the explicit restart on the explicit image,
+    on written images where each spec breaks and where it holds."""
+    v = VARIANTS[variant]
+    cm = CrModel(AGREE, v)
+    m = symbolic_model(AGREE, v, files=9)
+    seen: dict[str, set[bool]] = {g: set() for g in (*RESTORE_GHOSTS, "img_err")}
+    for w in _states_before_write(cm, zlib.crc32(b"write" + variant.encode()),
+                                  WRITES_PER_VARIANT):
+        [w2] = [w2 for a, w2 in cm.successors(w) if a == ("write",)]
+        val = encode_world(m, w)
+        assert val is not None, w
+        enabled, post = StepEvaluator(m, val).step(("write",))
+        assert enabled and summary(decode_values(m, post)) == summary(w2), w
+        bad, fails, timer = _restart_outcome(cm, w2)
+        assert post["img_err"] == fails, w
+        assert post["img_timerfd"] == timer, w
+        seen["img_err"].add(fails)
+        for g, spec_fails in bad.items():
+            if not fails:
+                assert post[g] == spec_fails, (g, w)
+                seen[g].add(spec_fails)
+    # the comparison saw restarts that succeed, and each spec the variant breaks broken
+    assert False in seen["img_err"]
+    for g, spec in RESTORE_GHOSTS.items():
+        if g != "img_bad" and SPECS[spec].expected(variant) == "violated":
+            assert True in seen[g], f"{variant}: no written image breaks {spec}"
