@@ -47,12 +47,19 @@ Pred = Callable[[Any], z3.BoolRef]
 @dataclass
 class SymStep:
     """One transition family from a symbolic state: enabled when `guard`, leading to `post`
-    (same structure as the state, terms over the pre-state and `params`)."""
+    (same structure as the state, terms over the pre-state and `params`).
+
+    `hints` are optional facts the model claims follow from the invariant, the domain and
+    the guard (say, "this step leaves that sum's summands as they were"). A step obligation
+    proves each hint first, as a query of its own, and gives the proven ones to the solver
+    with the goal: a valid hint changes no answer, only how fast z3 finds it. A hint that
+    that z3 cannot prove within the timeout is left out."""
 
     name: str
     guard: z3.BoolRef
     post: Any
     params: dict[str, z3.ExprRef] = field(default_factory=dict)
+    hints: tuple[z3.BoolRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -455,9 +462,17 @@ def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: 
     else:
         fam = next(f for f in sym.transitions(s, "a") if f.name == ob.part)
     where = f"{ob.id}" + (f" case {case}" if case is not None else "")
+    facts = [fam.guard]
+    for i, hint in enumerate(getattr(fam, "hints", ())):
+        try:
+            if _refute(sym, s, inv, fam.guard, hint, timeout, f"{where} (hint {i})") is None:
+                facts.append(hint)  # proven: it may help, it cannot change an answer
+        except _Unknown:
+            pass  # unproven: left out
+    guard = z3.And(facts)
     # one query per conjunct: several small queries are far cheaper than their disjunction
     for name, pred in parts:
-        model = _refute(sym, s, inv, fam.guard, pred(fam.post), timeout, f"{where} ({name})")
+        model = _refute(sym, s, inv, guard, pred(fam.post), timeout, f"{where} ({name})")
         if model is None:
             continue
         ev = evaluator(model)

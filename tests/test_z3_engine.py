@@ -205,3 +205,32 @@ def test_cache_answers_only_identical_unsat_queries(tmp_path) -> None:
         assert not ok and obs[-1].status == "failed" and obs[-1].cti is not None
     finally:
         symbolic.use_cache(None)
+
+
+@dataclass
+class Hinted(NoLemma):
+    """NoLemma whose `inc` offers two hints: one true (x + 1 > x below 20) and one false
+    (y stays below 40, which would make the failing step obligation pass if trusted)."""
+
+    def transitions(self, s: dict[str, Any], tag: str) -> list[SymStep]:
+        inc, reset = super().transitions(s, tag)
+        inc.hints = (z3.UGT(inc.post["x"], s["x"]), z3.ULE(inc.post["y"], 40))
+        return [inc, reset]
+
+
+def test_a_false_hint_is_never_trusted() -> None:
+    ok, results = prove(Hinted(), "bounded_y")
+    assert not ok and results[-1].obligation.id == "step:inc"
+    assert results[-1].status == "failed"
+
+
+def test_true_hints_keep_a_valid_proof_valid() -> None:
+    @dataclass
+    class HintedEven(Counter):
+        def transitions(self, s: dict[str, Any], tag: str) -> list[SymStep]:
+            inc, reset = super().transitions(s, tag)
+            inc.hints = (inc.post["y"] == s["y"] + 2,)
+            return [inc, reset]
+
+    ok, _ = prove(HintedEven(), "even")
+    assert ok
