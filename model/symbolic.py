@@ -1100,13 +1100,14 @@ class _Env:
         ok_x, nx = self._copy_table(post, clear_cloexec=False)
         self.case = z3.And(self.case, self.copy_case)  # ok_x holds in every fork
         ok_t = self._new_task(post, nx)
-        t = self.fam("fork", z3.And(self._child_ok(), ok_x, ok_t), post)
-        return t._replace(hints=self.frame_hints(t.post, self.p["ch_in"]))
+        tr = self.fam("fork", z3.And(self._child_ok(), ok_x, ok_t), post)
+        return tr._replace(hints=self.frame_hints(tr.post, self.p["ch_in"]))
 
     def clone_files(self) -> Transition:
         post = self.base()
         ok_t = self._new_task(post, self.X)
-        return self.fam("clone_files", z3.And(self._child_ok(), ok_t), post)
+        tr = self.fam("clone_files", z3.And(self._child_ok(), ok_t), post)
+        return tr._replace(hints=self.frame_hints(tr.post, self.p["ch_in"]))
 
     def exec(self) -> Transition:
         m, s, t = self.m, self.s, self.p["t"]
@@ -1128,8 +1129,8 @@ class _Env:
         out["table"] = [z3.If(z3.And(shared, is_(t, i)), nx, s["table"][i])
                         for i in range(m.NT)]
         g = z3.And(z3.Or(shared, any_cl), z3.Or(z3.Not(shared), ok_x))
-        t = self.fam("exec", g, out, release=True)
-        return t._replace(hints=self.frame_hints(t.post, FALSE))
+        tr = self.fam("exec", g, out, release=True)
+        return tr._replace(hints=self.frame_hints(tr.post, FALSE))
 
     def exit(self) -> Transition:
         m, s, t = self.m, self.s, self.p["t"]
@@ -1140,7 +1141,8 @@ class _Env:
             nxt = [old[i + 1] for i in range(m.NT - 1)] + [FALSE if k != "table"
                                                            else bv(0, m.wT)]
             post[k] = [z3.If(z3.UGT(t, i), old[i], nxt[i]) for i in range(m.NT)]
-        return self.fam("exit", TRUE, post, release=True)
+        tr = self.fam("exit", TRUE, post, release=True)
+        return tr._replace(hints=self.frame_hints(tr.post, FALSE))
 
     # --- objects ---------------------------------------------------------------------------
 
