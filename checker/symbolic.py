@@ -527,11 +527,30 @@ def _refute(sym: SymbolicModel, s: Any, inv: z3.BoolRef, guard: z3.BoolRef,
     pieces = split_conjuncts(goal)
     if len(pieces) == 1:
         return attempt(goal, timeout)
+    quick = min(QUICK, timeout)
     try:
-        return attempt(goal, min(QUICK, timeout))
+        return attempt(goal, quick)
     except _Unknown:
         pass
+    # Each part briefly; if some part is as hard as the whole (a goal whose parts share one
+    # hard core: splitting only repeats it), the whole gets the full timeout, and only then
+    # the undecided parts.
+    undecided = []
     for g in pieces:
+        try:
+            model = attempt(g, quick)
+        except _Unknown:
+            undecided.append(g)
+            continue
+        if model is not None:
+            return model
+    if not undecided:
+        return None
+    try:
+        return attempt(goal, timeout)
+    except _Unknown:
+        pass
+    for g in undecided:
         model = attempt(g, timeout)
         if model is not None:
             return model
