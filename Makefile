@@ -30,7 +30,7 @@ bench: $(STAMP)
 # The z3 engine on the design's fix (proofs at 4 tasks, 8 fds, 8 files) and on its mutants
 # (a proof attempt at a small size, then BMC on tiny for the trace: what refutes a mutant).
 z3: $(STAMP)
-	$(BIN)/crmodel check --engine z3 --config tiny --traces traces-z3 --variant fixed --jobs 2
+	$(BIN)/crmodel check --engine z3 --config tiny --traces traces-z3 --variant fixed
 	$(BIN)/crmodel check --engine z3 --config tiny --traces traces-z3 --proof-size 2,1,2,2 \
 	  $(foreach m,$(shell $(BIN)/crmodel variants --json | $(BIN)/python -c \
 	  "import json,sys; print(' '.join(v['name'] for v in json.load(sys.stdin) if v['kind'] == 'mutant'))"),--variant $(m))

@@ -52,8 +52,8 @@ class SymStep:
     `hints` are optional facts the model claims follow from the invariant, the domain and
     the guard (say, "this step leaves that sum's summands as they were"). A step obligation
     proves each hint first, as a query of its own, and gives the proven ones to the solver
-    with the goal: a valid hint changes no answer, only how fast z3 finds it. A hint that
-    that z3 cannot prove within the timeout is left out."""
+    with the goal: a valid hint changes no answer, only how fast z3 finds it. A hint z3
+    refutes, or cannot prove within the timeout, is left out."""
 
     name: str
     guard: z3.BoolRef

@@ -146,6 +146,10 @@ SPECS_ENCODED: tuple[str, ...] = (
 )
 # The ghosts the write records about the restart to come (see the module docstring).
 IMG_GHOSTS: tuple[str, ...] = ("img_bad", "img_err", "img_timerfd", "img_share", "img_count")
+# Each restore spec the symbolic model encodes, by the ghost that says restart would break it.
+RESTORE_GHOSTS: dict[str, str] = {"img_bad": "restore_preserves_fcntl_flags",
+                                  "img_share": "restore_preserves_offsets_and_sharing",
+                                  "img_count": "refcounts_restored"}
 
 STATUS_FLAGS = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME
 KNOWN_FLAGS = O_ACCMODE | STATUS_FLAGS | O_LARGEFILE
@@ -707,11 +711,8 @@ class CrSymModel:
             return lambda s: z3.Not(z3.And(succeeded(s), s["leak_pipe"]))
         if name == "uncheckpointable_refused":
             return lambda s: z3.Not(z3.And(succeeded(s), s["img_timerfd"]))
-        restored_ghost = {"restore_preserves_fcntl_flags": "img_bad",
-                          "restore_preserves_offsets_and_sharing": "img_share",
-                          "refcounts_restored": "img_count"}
-        if name in restored_ghost:
-            g = restored_ghost[name]
+        g = next((g for g, spec in RESTORE_GHOSTS.items() if spec == name), None)
+        if g is not None:
             return lambda s: z3.Not(z3.And(is_(s["phase"], RESTARTED), z3.Not(s["rst_err"]),
                                            s[g]))
         return None
@@ -1574,18 +1575,19 @@ class _Ckpt:
         # sharing and counts after restart (restore_preserves_offsets_and_sharing,
         # refcounts_restored): correct restart rebuilds one file per objref and one table
         # per table objref, so only the restart knobs can break them
-        dup_rec = any_(z3.And(pw[q], pw[r], TF[q[0]][q[1]] == TF[r[0]][r[1]])
-                       for i, q in enumerate(positions) for r in positions[i + 1:])
-        shared_tab = [any_(z3.And(wt[t], wt[u], s["table"][t] == s["table"][u])
-                           for u in range(t + 1, NT)) for t in range(NT)]
+        # (built only under the knob that reads them: dup_rec alone is O(positions^2) terms)
         share_bad, count_bad = [], []
         if var.new_file_per_fd:  # a file with two fd records comes back as two files
+            dup_rec = any_(z3.And(pw[q], pw[r], TF[q[0]][q[1]] == TF[r[0]][r[1]])
+                           for i, q in enumerate(positions) for r in positions[i + 1:])
             share_bad.append(dup_rec)
             count_bad.append(dup_rec)
         if not var.restore_pos:  # a seekable file comes back at offset 0
             share_bad.append(any_(z3.And(written_f[f], is_(kind[f], REG), s["pos"][f] != 0)
                                   for f in range(NF)))
         if not var.share_tables:  # a later task gets a copy: its own table, counted again
+            shared_tab = [any_(z3.And(wt[t], wt[u], s["table"][t] == s["table"][u])
+                               for u in range(t + 1, NT)) for t in range(NT)]
             share_bad.append(any_(shared_tab))
             count_bad.append(any_(z3.And(shared_tab[t], first_holder[t], pw[(t, d)])
                                   for t in range(NT) for d in range(ND)))

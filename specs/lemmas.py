@@ -247,28 +247,31 @@ def flags_wellformed(m: Any, s: Any) -> z3.BoolRef:
     return _sym().all_(flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF))
 
 
+def _written_ghost_means_error(s: Any, ghost: str) -> z3.BoolRef:
+    """Once the image is written, the restart ghost `ghost` implies that restart fails."""
+    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)),
+                      z3.Implies(s[ghost], s["img_err"]))
+
+
 @lemma("restore_preserves_fcntl_flags")
 def image_restorable(m: Any, s: Any) -> z3.BoolRef:
     """Once the image is written, a restored descriptor can differ in flags or close-on-exec
     only if restart fails."""
-    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)),
-                      z3.Implies(s["img_bad"], s["img_err"]))
+    return _written_ghost_means_error(s, "img_bad")
 
 
 @lemma("restore_preserves_offsets_and_sharing")
 def image_keeps_sharing(m: Any, s: Any) -> z3.BoolRef:
     """Once the image is written, restart can break the sharing of files or fd tables, or
     an offset, only if it fails."""
-    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)),
-                      z3.Implies(s["img_share"], s["img_err"]))
+    return _written_ghost_means_error(s, "img_share")
 
 
 @lemma("refcounts_restored")
 def image_keeps_counts(m: Any, s: Any) -> z3.BoolRef:
     """Once the image is written, a restored file's f_count can differ from its descriptors
     at the write only if restart fails."""
-    return z3.Implies(_phase_in(s, (WRITTEN, DONE, RESTARTED)),
-                      z3.Implies(s["img_count"], s["img_err"]))
+    return _written_ghost_means_error(s, "img_count")
 
 
 @lemma("restore_preserves_fcntl_flags", "restore_preserves_offsets_and_sharing",

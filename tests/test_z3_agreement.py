@@ -45,6 +45,7 @@ from model.state import DONE, RESTARTED, WRITTEN, World
 from model.symbolic import (
     CKPT_ACTIONS,
     COVERED_KINDS,
+    RESTORE_GHOSTS,
     SPECS_ENCODED,
     StepEvaluator,
     covered_config,
@@ -82,10 +83,6 @@ SMALL = Config(
 # specs do not read).
 WALK_VARIANTS = ["fixed", "linuxcr", "subtree", "mut-collect-every", "mut-users-start-1",
                  "mut-cloexec-per-file", "mut-skip-uncheckpointable", "mut-no-setfl", "criu"]
-# The restore specs whose outcome the write records as a ghost, by ghost.
-RESTORE_GHOSTS = {"img_bad": "restore_preserves_fcntl_flags",
-                  "img_share": "restore_preserves_offsets_and_sharing",
-                  "img_count": "refcounts_restored"}
 STATES_PER_VARIANT = 12 if SLOW else 4
 
 
