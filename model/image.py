@@ -97,7 +97,10 @@ def tamper(image: tuple, kind: int) -> tuple | None:
         if kind == T_BAD_OBJREF:
             ref = 0
         elif kind == T_UNKNOWN_OBJREF:
-            ref = 1 + max(r[1] for r in image if r[0] in (R_TABLE, R_FILE))
+            # past every objref the image defines, the objects files are on included (a
+            # pipe's inode objref is defined by its first file record, not a record of its own)
+            ref = 1 + max(max(r[1], r.obj_ref, r.peer_ref) if r[0] == R_FILE else r[1]
+                          for r in image if r[0] in (R_TABLE, R_FILE))
         else:
             ref = image[_first(image, R_TABLE)].objref
         recs[i] = image[i]._replace(file_ref=ref)

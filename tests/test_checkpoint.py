@@ -135,6 +135,16 @@ def test_every_malformed_image_is_refused_with_nothing_left(kind: int) -> None:
     assert code == want and obs == ()
 
 
+def test_unknown_objref_is_unknown_past_the_objects_files_are_on() -> None:
+    """A pipe's inode objref comes after its first file's: the unknown objref must be past
+    it, or it names the inode and a restart without the type check skips the descriptor."""
+    w = container(("pipe", 1), ("close", 1, 1))
+    image = checkpoint(w, FIXED, until=WRITTEN).cr.image
+    bad = tamper(image, T_UNKNOWN_OBJREF)
+    code, obs, _ = restart(bad, VARIANTS["mut-no-type-check"], 4)
+    assert code == errno.EINVAL and obs == ()
+
+
 def test_fmode_downgrade_only() -> None:
     w = container(("open", 1, 0, O_RDWR, 0, 0))
     image = tamper(checkpoint(w, FIXED, until=WRITTEN).cr.image, T_FMODE_DOWN)
