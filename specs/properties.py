@@ -299,7 +299,8 @@ def hostile_images_rejected(w: World) -> bool:
     cr = w.cr
     if not (cr and cr.phase == RESTARTED and cr.tampered in MALFORMED):
         return True
-    return cr.rst_error != 0 and cr.restored == ()
+    # restored is (tasks, files): a partial restart that built no task has ((), ())
+    return cr.rst_error != 0 and not (cr.restored and cr.restored[0])
 
 
 @invariant(

@@ -30,3 +30,22 @@ def test_every_action_fired(tiny_exploration, variant: str) -> None:
     ex = tiny_exploration(variant)
     assert ex.complete, ex.stopped_by
     assert not ex.never_fired or variant == "mut-users-start-1", ex.never_fired
+
+
+def test_a_partial_restart_that_built_no_task_leaves_nothing() -> None:
+    """hostile_images_rejected asks that no task survive a refused image: a partial restart
+    failing at the first table built none (its observation is ((), ())); one that built a
+    task did not."""
+    import errno
+
+    from model.image import T_BAD_NFDS, T_BAD_OBJREF
+    from model.state import RESTARTED, Cr, World
+
+    def after(tamper: int, restored: tuple) -> World:
+        return World((), (), (), 0, Cr(RESTARTED, tampered=tamper, rst_error=errno.EINVAL,
+                                       restored=restored))
+
+    spec = SPECS["hostile_images_rejected"].predicate
+    assert spec(after(T_BAD_NFDS, ((), ())))
+    assert spec(after(T_BAD_OBJREF, ()))
+    assert not spec(after(T_BAD_OBJREF, (((0, ()),), ())))
