@@ -20,13 +20,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from checker import symbolic
 from checker.result import Result
 from checker.symbolic import bmc, prove_parallel
 from crmodel.api import Report, Row, UsageError, exact_expectations, write_trace
 from model.config import PRESETS, Config
-from model.symbolic import SPECS_ENCODED, Sizes, covered_config, symbolic_model
+from model.symbolic import BMC_ONLY, SPECS_ENCODED, Sizes, covered_config, symbolic_model
 from model.system import CrModel
 from model.variants import VARIANTS
 from specs import SPECS
@@ -58,9 +59,9 @@ def parse_size(text: str) -> Sizes:
 
 def run_length(cfg: Config) -> int:
     """The longest run `cfg` allows: its environment steps, the outside steps during a
-    checkpoint, and the checkpoint's own six (freeze .. restart). BMC to this depth is
-    exhaustive for the config."""
-    return cfg.env_steps + cfg.checkpoint_steps + 6
+    checkpoint, and the checkpoint's own seven (freeze, collect, contained, write, visited,
+    one tampering with the image, restart). BMC to this depth is exhaustive for the config."""
+    return cfg.env_steps + cfg.checkpoint_steps + 7
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ def run_job(job: Job) -> tuple[Result, Config]:
     """Prove, else refute: the Result and the config its trace belongs to."""
     t0 = time.monotonic()
     v = VARIANTS[job.variant]
+    if job.spec in BMC_ONLY:
+        return _refute(job, t0, f"{job.spec} has no lemmas: no inductive proof attempted")
     sym = symbolic_model(job.size, v)
     cache = symbolic.CACHE
     before = (cache.hits, cache.misses) if cache is not None else (0, 0)
@@ -105,7 +108,15 @@ def run_job(job: Job) -> tuple[Result, Config]:
     bad = obs[-1]
     why = (f"not proved at {job.size.text()}: obligation {bad.obligation.id} {bad.status}"
            + (f" ({bad.detail})" if bad.detail else ""))
-    tried = []
+    return _refute(job, t0, why, bad.cti)
+
+
+def _refute(job: Job, t0: float, why: str, cti: Any = None) -> tuple[Result, Config]:
+    """BMC on the job's configs: `violated` with the first trace found; else `unknown` with
+    the counterexample to induction `cti` after a failed proof, or `holds` (bounded,
+    exhaustive for the configs) where no proof was attempted (`BMC_ONLY`)."""
+    v = VARIANTS[job.variant]
+    tried, verdicts = [], []
     for cfg in _bmc_configs(job):
         depth = run_length(cfg)
         [r] = bmc(symbolic_model(cfg, v), [job.spec], depth, job.timeout)
@@ -115,8 +126,11 @@ def run_job(job: Job) -> tuple[Result, Config]:
             return r, cfg
         tried.append(f"BMC on {cfg.name} to depth {depth} (exhaustive there): {r.verdict}"
                      + (f" ({r.reason})" if r.verdict == "unknown" else ""))
-    return Result(job.spec, "unknown", seconds=time.monotonic() - t0, engine="z3",
-                  trace=bad.cti, reason=f"{why}; {'; '.join(tried)}"), job.cfg
+        verdicts.append(r.verdict)
+    bounded = job.spec in BMC_ONLY and all(x == "holds" for x in verdicts)
+    return Result(job.spec, "holds" if bounded else "unknown",
+                  seconds=time.monotonic() - t0, engine="z3", trace=cti,
+                  reason=f"{why}; {'; '.join(tried)}"), job.cfg
 
 
 def check(cfg: Config, vnames: Sequence[str], snames: Sequence[str] | None, *,

@@ -34,7 +34,13 @@ What is covered (same semantics as the explicit model):
   steps between the phases (bounded by `checkpoint_steps` in BMC, unbounded in proofs);
 * restart, as far as the covered specs read it: per written file the flags restart gives
   (open/reconstruct, F_SETFL with CKPT_SETFL_MASK or none, O_LARGEFILE as saved, the f_mode
-  rule, CRIU's re-read), close-on-exec per descriptor or per file.
+  rule, CRIU's re-read), close-on-exec per descriptor or per file;
+* tampering with the image (`model.image.tamper`, each of its eight mutations where it
+  applies, once, before restart) and what restart makes of it: a malformed image fails
+  (unless the type check is off and an fd record names the table), a lowered f_mode fails
+  nothing; a partial restart keeps the tasks built before the error;
+* the completeness ghost `Cr.clean` (`model.checkpoint.is_clean`), taken at the freeze, at
+  the contained check and when the checkpoint fails.
 
 What is abstracted:
 
@@ -44,16 +50,17 @@ What is abstracted:
   ``leak_w`` (at the write), ``leak_pipe`` (a written pipe inode or tty was, at the check),
   ``img_bad`` (some restored descriptor would differ in F_GETFL & SETTABLE or FD_CLOEXEC, or
   be missing), ``img_err`` (restart would fail), ``img_timerfd`` (the snapshot holds a
-  timerfd); ``restart`` copies ``img_err`` to ``rst_err``. The objref order, image records,
+  timerfd), ``img_share`` / ``img_count`` (restart would break the sharing and offsets / the
+  reference counts), ``img_fd`` / ``img_rdwr`` (the image has an fd record / a read-write
+  file record: what tampering needs); ``restart`` copies ``img_err`` to ``rst_err`` for an
+  untampered image. The objref order, image records,
   snapshot and restored observation are therefore not decoded (BMC traces get them from the
   explicit replay, see `concretize`);
 * the ghost record of outside references (`Cr.ghost`) is one bit per object;
-* not covered: unix sockets (socketpair, SCM_RIGHTS sendmsg/recvmsg), image tampering and
-  hostile images, `Cr.clean` (leak_detection_complete), offsets/sharing/f_mode of restored
-  files (the specs about them are not encoded), CRIU's external-unix refusal (no sockets).
+* not covered: unix sockets (socketpair, SCM_RIGHTS sendmsg/recvmsg), CRIU's external-unix
+  refusal (no sockets), and the specs `restore_preserves_all_flags` and `restart_succeeds`.
 
-Specs encoded: leak_detection_sound, leak_detection_sound_at_write, pipe_peers_contained,
-uncheckpointable_refused, restore_preserves_fcntl_flags.
+Specs encoded: `SPECS_ENCODED` (leak_detection_complete for BMC only: `BMC_ONLY`).
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ from model.flags import (
     SETFL_MASK,
     acc_fmode,
 )
-from model.image import OPEN_ONLY_FLAGS
+from model.image import MALFORMED, OPEN_ONLY_FLAGS, T_BAD_NFDS, T_FMODE_DOWN, T_WRONG_TYPE
 from model.state import (
     CHECKED,
     COLLECTED,
@@ -138,14 +145,19 @@ COVERED_ACTIONS: tuple[str, ...] = (
 COVERED_KINDS: tuple[str, ...] = ("reg", "pipe", "pty", "epoll", "timerfd")
 NEW_TABLE_ACTIONS: tuple[str, ...] = ("fork", "exec")  # they copy a table into a free slot
 CKPT_ACTIONS: tuple[str, ...] = ("freeze", "collect", "contained", "write", "visited",
-                                 "restart")
+                                 "tamper", "restart")
 SPECS_ENCODED: tuple[str, ...] = (
     "leak_detection_sound", "leak_detection_sound_at_write", "pipe_peers_contained",
     "uncheckpointable_refused", "restore_preserves_fcntl_flags",
-    "restore_preserves_offsets_and_sharing", "refcounts_restored",
+    "restore_preserves_offsets_and_sharing", "refcounts_restored", "leak_detection_complete",
+    "restore_never_escalates", "hostile_images_rejected",
 )
+# Encoded for bounded model checking only: no lemmas yet, so no inductive proof is attempted
+# (the z3 engine's verdict is BMC's, exhaustive for the config's bounds, as the explicit one).
+BMC_ONLY: tuple[str, ...] = ("leak_detection_complete",)
 # The ghosts the write records about the restart to come (see the module docstring).
-IMG_GHOSTS: tuple[str, ...] = ("img_bad", "img_err", "img_timerfd", "img_share", "img_count")
+IMG_GHOSTS: tuple[str, ...] = ("img_bad", "img_err", "img_timerfd", "img_share", "img_count",
+                               "img_fd", "img_rdwr")
 # Each restore spec the symbolic model encodes, by the ghost that says restart would break it.
 RESTORE_GHOSTS: dict[str, str] = {"img_bad": "restore_preserves_fcntl_flags",
                                   "img_share": "restore_preserves_offsets_and_sharing",
@@ -515,6 +527,28 @@ class View:
         return {"tab": list(self.out_table), "file": list(self.out_file), "ino": ino,
                 "tty": [[tty[o], tty[o]] for o in range(m.NF)]}
 
+    @cached_property
+    def is_clean(self) -> z3.BoolRef:
+        """model.checkpoint.is_clean: nothing the container uses (its tables, the files it
+        holds and their epolls' targets, the objects they are on) is referenced from outside,
+        and no file it holds is unsupported (a timerfd, or one with an owner)."""
+        s, m = self.s, self.m
+        held = [any_(z3.And(self.ins_table[x], self.slot_is[x][d][f])
+                     for x in range(m.NT) for d in range(m.ND)) for f in range(m.NF)]
+        used = [z3.Or(held[f], any_(z3.And(held[e], is_(s["kind"][e], EPOLL), s["ep"][e][f][d])
+                                    for e in range(m.NF) for d in range(m.ND)))
+                for f in range(m.NF)]
+        r = self.outside_refs
+        shared = [z3.And(self.ins_table[x], r["tab"][x]) for x in range(m.NT)]
+        for f in range(m.NF):
+            obj_out = z3.Or(z3.And(self.kind_in(f, PIPES), sel(s["obj"][f], r["ino"])),
+                            z3.And(self.kind_in(f, (PTMX, PTS)),
+                                   sel(s["obj"][f], [t[0] for t in r["tty"]])))
+            shared.append(z3.And(used[f], z3.Or(r["file"][f], obj_out)))
+        unsupported = [z3.And(held[f], z3.Or(is_(s["kind"][f], TIMERFD), s["owner"][f]))
+                       for f in range(m.NF)]
+        return z3.Not(any_(shared + unsupported))
+
     # the contained check (model.checkpoint._leaks)
     def ref_users(self) -> dict[str, Any]:
         """ref_users of each object (live files on an object counted as hashed + unhashed:
@@ -621,6 +655,8 @@ class CrSymModel:
             "img_bad": ((), "bool", 0), "img_err": ((), "bool", 0),
             "img_timerfd": ((), "bool", 0), "img_share": ((), "bool", 0),
             "img_count": ((), "bool", 0), "rst_err": ((), "bool", 0),
+            "img_fd": ((), "bool", 0), "img_rdwr": ((), "bool", 0),
+            "tamper": ((), "bv", 4), "clean": ((), "bool", 0),
         }
         if self.dom.bounded:
             sh["steps"] = ((), "bv", 8)
@@ -709,12 +745,29 @@ class CrSymModel:
             return lambda s: z3.Not(z3.And(succeeded(s), s["leak_w"]))
         if name == "pipe_peers_contained":
             return lambda s: z3.Not(z3.And(succeeded(s), s["leak_pipe"]))
+        if name == "leak_detection_complete":
+            return lambda s: z3.Not(z3.And(is_(s["phase"], FAILED), s["clean"]))
         if name == "uncheckpointable_refused":
             return lambda s: z3.Not(z3.And(succeeded(s), s["img_timerfd"]))
+        def restarted(s: State) -> z3.BoolRef:
+            return is_(s["phase"], RESTARTED)
+
+        if name == "restore_never_escalates":  # only a tampered f_mode can ask for less
+            esc = z3.BoolVal(not self.v.fmode_check)
+            return lambda s: z3.Not(z3.And(restarted(s), z3.Not(s["rst_err"]),
+                                           is_(s["tamper"], T_FMODE_DOWN), esc))
+        if name == "hostile_images_rejected":
+            # with partial_restore a failed restart leaves the tasks built before the error:
+            # every malformed record but the first table's nfds comes after the first task
+            partial = z3.BoolVal(self.v.partial_restore)
+            return lambda s: z3.Not(z3.And(
+                restarted(s), in_(s["tamper"], sorted(MALFORMED)),
+                z3.Or(z3.Not(s["rst_err"]), z3.And(partial, z3.Not(is_(s["tamper"],
+                                                                          T_BAD_NFDS))))))
         g = next((g for g, spec in RESTORE_GHOSTS.items() if spec == name), None)
-        if g is not None:
-            return lambda s: z3.Not(z3.And(is_(s["phase"], RESTARTED), z3.Not(s["rst_err"]),
-                                           s[g]))
+        if g is not None:  # on an untampered image (the hostile ones are the specs above')
+            return lambda s: z3.Not(z3.And(restarted(s), z3.Not(s["rst_err"]),
+                                           is_(s["tamper"], 0), s[g]))
         return None
 
     def lemmas(self, name: str) -> list[Any]:
@@ -736,7 +789,7 @@ class CrSymModel:
         fams += [ck.freeze()]
         if self.v.full_container:
             fams += [ck.collect(), ck.contained()]
-        fams += [ck.write(), ck.visited(), ck.restart()]
+        fams += [ck.write(), ck.visited(), ck.tamper(self._params(tag)["k"]), ck.restart()]
         return fams
 
     def transition(self, s: State, tag: str, name: str, case: Any = None) -> Transition:
@@ -746,6 +799,8 @@ class CrSymModel:
             table, phase, new = (tuple(case) + (None,))[:3] if case is not None else (
                 None, None, None)
             return getattr(_Env(self, s, self._params(tag), table, phase, new), name)()
+        if name == "tamper":
+            return _Ckpt(self, s).tamper(self._params(tag)["k"])
         return getattr(_Ckpt(self, s), name)()
 
     def cases(self, name: str) -> list[Any]:
@@ -764,7 +819,7 @@ class CrSymModel:
         names = [a for a in COVERED_ACTIONS if a in self.dom.actions] + ["freeze"]
         if self.v.full_container:
             names += ["collect", "contained"]
-        return names + ["write", "visited", "restart"]
+        return names + ["write", "visited", "tamper", "restart"]
 
     def _params(self, tag: str) -> dict[str, z3.ExprRef]:
         return {
@@ -773,13 +828,15 @@ class CrSymModel:
             "path": z3.BitVec(f"{tag}.path", self.wP), "acc": z3.BitVec(f"{tag}.acc", 2),
             "oflags": z3.BitVec(f"{tag}.oflags", FW), "arg": z3.BitVec(f"{tag}.arg", FW),
             "pos": z3.BitVec(f"{tag}.pos", self.wO), "cl": z3.Bool(f"{tag}.cl"),
-            "ch_in": z3.Bool(f"{tag}.ch_in"),
+            "ch_in": z3.Bool(f"{tag}.ch_in"), "k": z3.BitVec(f"{tag}.k", 4),
         }
 
     # --- decoding --------------------------------------------------------------------------
 
     def decode_action(self, ev: Callable[[z3.ExprRef], Any], step: Transition) -> tuple:
         n, p = step.name, step.params
+        if n == "tamper":
+            return (n, ev(p["k"]))
         if n in CKPT_ACTIONS:
             return (n,)
         t = ev(p["t"])
@@ -808,7 +865,7 @@ class CrSymModel:
 
     def describe_extra(self, ev: Callable[[z3.ExprRef], Any], s: State) -> dict[str, str]:
         vals = {n: _evtree(ev, s[n]) for n in ("leak", "leak_w", "leak_pipe", *IMG_GHOSTS,
-                                                 "rst_err")}
+                                                 "rst_err", "clean")}
         return {k: str(int(v)) for k, v in vals.items()}
 
     # --- concrete side ---------------------------------------------------------------------
@@ -1343,6 +1400,8 @@ class _Ckpt:
             post[k] = FALSE
         if m.dom.bounded:
             post["ext"] = bv(0, 8)
+        post["clean"] = v.is_clean
+        post["tamper"] = bv(0, 4)
         if not m.v.full_container:  # subtree: the ghost record is taken at the freeze
             r = v.outside_refs
             post["g_tab"], post["g_file"], post["g_ino"] = r["tab"], r["file"], r["ino"]
@@ -1416,6 +1475,7 @@ class _Ckpt:
             r = [cnt([v.holds(t, x) for t in range(m.NT)] + [post["h_tab"][x]], m.CW)
                  for x in range(m.NT)]
             fail = any_(z3.And(post["h_tab"][x], r[x] != post["u_tab"][x]) for x in range(m.NT))
+            post["clean"] = z3.And(s["clean"], z3.Or(z3.Not(fail), v.is_clean))
             self._set(post, z3.If(fail, bv(FAILED, PW), bv(COLLECTED, PW)),
                       z3.If(fail, bv(EBUSY, EW), s["error"]))
         else:
@@ -1429,6 +1489,7 @@ class _Ckpt:
         post["g_tab"], post["g_file"], post["g_ino"] = r["tab"], r["file"], r["ino"]
         post["g_tty"] = r["tty"]
         fail = v.leaks if m.v.contained_check else FALSE
+        post["clean"] = z3.And(s["clean"], v.is_clean)
         self._set(post, z3.If(fail, bv(FAILED, PW), bv(CHECKED, PW)),
                   z3.If(fail, bv(EBUSY, EW), s["error"]))
         return Transition("contained", is_(s["phase"], COLLECTED), post, {})
@@ -1598,6 +1659,11 @@ class _Ckpt:
             count_bad.append(timer_in)
         post["img_share"] = any_(share_bad)
         post["img_count"] = any_(count_bad)
+        # what a hostile image can be made from (model.image.tamper): an fd record (and so
+        # a file record), and a read-write file record whose f_mode can be lowered
+        post["img_fd"] = any_(pw.values())
+        post["img_rdwr"] = any_(z3.And(written_f[f], (s["flags"][f] & 3) == O_RDWR)
+                                for f in range(NF))
         post["g_tab"], post["g_file"] = [FALSE] * NT, [FALSE] * NF
         post["g_ino"], post["g_tty"] = [FALSE] * NF, [[FALSE, FALSE] for _ in range(NF)]
         if var.check_at_write:  # counts compared in the same step, with the write's objhash
@@ -1605,6 +1671,8 @@ class _Ckpt:
             code = z3.If(fail, code, bv(EBUSY, EW))
             fail = z3.Or(fail, late_leak)
         # on failure the rest is moot: the explicit model drops everything but the errno
+        # (and the completeness ghost, which _fail takes from the state the write read)
+        post["clean"] = z3.And(s["clean"], z3.Or(z3.Not(fail), v.is_clean))
         out = post
         self._set(out, z3.If(fail, bv(FAILED, PW), bv(WRITTEN, PW)),
                   z3.If(fail, code, s["error"]))
@@ -1622,14 +1690,32 @@ class _Ckpt:
         fail = z3.Or(unvisited if var.visited_check else FALSE,
                      v.leaks if var.recheck_after_write else FALSE)
         post = dict(s)
+        post["clean"] = z3.And(s["clean"], z3.Or(z3.Not(fail), v.is_clean))
         self._set(post, z3.If(fail, bv(FAILED, PW), bv(DONE, PW)),
                   z3.If(fail, bv(EBUSY, EW), s["error"]))
         return Transition("visited", is_(s["phase"], WRITTEN), post, {})
 
-    def restart(self) -> Transition:
+    def tamper(self, k: z3.BitVecRef) -> Transition:
+        """model.image.tamper: one mutation of the image, once, where it applies (a table
+        record is always there: the container's tasks are frozen, so they exist)."""
         s = self.s
         post = dict(s)
-        post["rst_err"] = s["img_err"]
+        post["tamper"] = k
+        applies = z3.Or(z3.And(z3.UGE(k, 1), z3.ULE(k, T_BAD_NFDS - 1), s["img_fd"]),
+                        is_(k, T_BAD_NFDS), z3.And(is_(k, T_FMODE_DOWN), s["img_rdwr"]))
+        g = z3.And(is_(s["phase"], DONE), is_(s["tamper"], 0), applies)
+        return Transition("tamper", g, post, {"k": k})
+
+    def restart(self) -> Transition:
+        """The untampered image fails as the write recorded (img_err); a malformed one always
+        fails, except an fd record naming an object of the wrong type where restart does not
+        check types (it skips the descriptor); a lowered f_mode fails nothing."""
+        s, var = self.s, self.m.v
+        post = dict(s)
+        k = s["tamper"]
+        as_written = z3.Or(is_(k, 0), is_(k, T_FMODE_DOWN),
+                           z3.And(z3.BoolVal(not var.type_check), is_(k, T_WRONG_TYPE)))
+        post["rst_err"] = z3.If(as_written, s["img_err"], TRUE)
         self._set(post, RESTARTED)
         return Transition("restart", is_(s["phase"], DONE), post, {})
 
@@ -1647,7 +1733,8 @@ def decode_values(m: CrSymModel, val: dict[str, Any]) -> World:
         cr = Cr(phase, error=error if phase == FAILED else 0,
                 leak_check=((0, OBJ_FILE),) if val["leak"] and phase != FAILED else (),
                 leak_write=((0, OBJ_FILE),) if val["leak_w"] and phase != FAILED else (),
-                rst_error=EINVAL if phase == RESTARTED and val["rst_err"] else 0)
+                rst_error=EINVAL if phase == RESTARTED and val["rst_err"] else 0,
+                clean=int(val["clean"]), tampered=val["tamper"])
         return World((), (), (), 0, cr)
     tasks = tuple(Task(int(val["inside"][t]), int(val["frozen"][t]), val["table"][t])
                   for t in range(NT) if val["alive"][t])
@@ -1692,7 +1779,7 @@ def decode_values(m: CrSymModel, val: dict[str, Any]) -> World:
     cr = Cr(phase, error=0, objhash=tuple(entries), ghost=tuple(sorted(ghost)),
             leak_check=((0, OBJ_FILE),) if phase == WRITTEN and val["leak"] else (),
             leak_write=((0, OBJ_FILE),) if phase == WRITTEN and val["leak_w"] else (),
-            ext_steps=val["ext"] if "ext" in val else 0)
+            ext_steps=val["ext"] if "ext" in val else 0, clean=int(val["clean"]))
     from model.world import normalize
 
     return normalize(World(tasks, tables, tuple(files), steps, cr))
@@ -1769,6 +1856,8 @@ def encode_world(m: CrSymModel, w: World) -> dict[str, Any] | None:
     val["leak_pipe"] = bool(cr and any(t in (OBJ_INODE, OBJ_TTY) for _, t in cr.leak_check))
     for k in (*IMG_GHOSTS, "rst_err"):
         val[k] = False
+    val["clean"] = bool(cr and cr.clean)
+    val["tamper"] = 0
     if m.dom.bounded:
         val["steps"] = w.steps
         val["ext"] = cr.ext_steps if cr else 0
@@ -1803,10 +1892,10 @@ def summary(w: World, steps: bool = True) -> tuple:
 
     cr = w.cr
     if cr and cr.phase == FAILED:  # what else the failed checkpoint recorded is moot
-        return ("ended", cr.phase, cr.error)
+        return ("ended", cr.phase, cr.error, cr.clean)
     if cr and cr.phase in (DONE, RESTARTED):
         return ("ended", cr.phase, bool(cr.leak_check), bool(cr.leak_write),
-                cr.rst_error != 0)
+                cr.rst_error != 0, cr.tampered)
     proj = project(w)
     fnames: dict[int, tuple] = {}
     for ti, t in enumerate(w.tasks):
@@ -1848,7 +1937,7 @@ def summary(w: World, steps: bool = True) -> tuple:
     objhash = tuple(sorted((name(e.objtype, e.ptr), e.users, e.visited) for e in cr.objhash))
     ghost = tuple(sorted(name(t, p) for t, p in cr.ghost))
     return base + (cr.phase, cr.error, objhash, ghost, bool(cr.leak_check),
-                   bool(cr.leak_write), cr.ext_steps if steps else 0)
+                   bool(cr.leak_write), cr.ext_steps if steps else 0, cr.clean)
 
 
 # --- constructors --------------------------------------------------------------------------
@@ -1888,13 +1977,15 @@ RELEVANT: dict[str, tuple[str, ...]] = {
     "clone_files": ("t", "ch_in"), "exec": ("t",), "exit": ("t",),
     "reopen": ("t", "t2", "fd2", "acc"), "pipe": ("t",), "openpty": ("t",),
     "epoll_create": ("t",), "epoll_add": ("t", "fd", "fd2"), "epoll_del": ("t", "fd", "fd2"),
-    "timerfd": ("t",),
+    "timerfd": ("t",), "tamper": ("k",),
 }
 
 
 def action_values(a: tuple) -> dict[str, Any]:
     """The parameter values of an explicit action tuple (inverse of `decode_action`)."""
     n = a[0]
+    if n == "tamper":
+        return {"k": a[1]}
     if n in CKPT_ACTIONS:
         return {}
     keys = {"open": ("path", "acc", "oflags", "cl"), "dup2": ("fd", "fd2"),

@@ -277,5 +277,8 @@ def image_keeps_counts(m: Any, s: Any) -> z3.BoolRef:
 @lemma("restore_preserves_fcntl_flags", "restore_preserves_offsets_and_sharing",
        "refcounts_restored")
 def restart_reports_image(m: Any, s: Any) -> z3.BoolRef:
-    """After restart, it failed exactly when the image said it would."""
-    return z3.Implies(_sym().is_(s["phase"], RESTARTED), s["rst_err"] == s["img_err"])
+    """After restart from an untampered image, it failed exactly when the image said it
+    would."""
+    sym = _sym()
+    return z3.Implies(z3.And(sym.is_(s["phase"], RESTARTED), sym.is_(s["tamper"], 0)),
+                      s["rst_err"] == s["img_err"])

@@ -25,6 +25,7 @@ import zlib
 from functools import cache
 
 import pytest
+import z3
 
 from checker.explicit import explore
 from checker.model import invariant
@@ -40,6 +41,7 @@ from model.flags import (
     O_RDWR,
     O_WRONLY,
 )
+from model.image import T_FMODE_DOWN
 from model.restart import restart
 from model.state import DONE, RESTARTED, WRITTEN, World
 from model.symbolic import (
@@ -48,6 +50,7 @@ from model.symbolic import (
     RESTORE_GHOSTS,
     SPECS_ENCODED,
     StepEvaluator,
+    constant_state,
     covered_config,
     decode_values,
     encode_world,
@@ -229,8 +232,12 @@ def test_bmc_matches_explicit_on_tiny(variant: str) -> None:
 # each to compare: random runs driven to the write, so both outcomes of every ghost are met.
 # (img_bad's restart knobs, F_SETFL and close-on-exec, are compared on the random walks above.)
 RESTART_VARIANTS = ["fixed", "mut-new-file-per-fd", "mut-no-lseek", "mut-no-shared-table",
-                    "mut-restart-keeps-ref", "mut-skip-uncheckpointable", "mut-no-visited"]
+                    "mut-restart-keeps-ref", "mut-skip-uncheckpointable", "mut-no-visited",
+                    "mut-fmode-upgrade", "mut-no-type-check", "mut-partial-restore"]
+# The specs of a tampered image: restart and its verdicts after each mutation of the image.
+TAMPER_SPECS = ("restore_never_escalates", "hostile_images_rejected")
 WRITES_PER_VARIANT = 60 if SLOW else 15
+TAMPERED_PER_VARIANT = 60 if SLOW else 5  # of those images, how many go on to be tampered
 
 
 def _states_before_write(cm: CrModel, seed: int, n: int) -> list[World]:
@@ -258,6 +265,39 @@ def _states_before_write(cm: CrModel, seed: int, n: int) -> list[World]:
     return out
 
 
+def _tampered_restarts(cm: CrModel, m, w: World, post: dict, restarts: bool = True
+                       ) -> tuple[set[int] | None, list[tuple[str, bool]]]:
+    """From a written state (explicit `w`, symbolic values `post`): on to DONE, then each
+    tamper the explicit model offers and (if `restarts`) restart, on both sides; the same
+    tampers are enabled, and every spec of the image evaluates the same. Returns the tampers
+    offered (None if the checkpoint failed) and (spec, holds) pairs."""
+    [done] = [w2 for a, w2 in cm.successors(w) if a == ("visited",)]
+    enabled, val = StepEvaluator(m, post).step(("visited",))
+    assert enabled and summary(decode_values(m, val)) == summary(done), w
+    if done.cr.phase != DONE:
+        return None, []
+    ev = StepEvaluator(m, val)
+    offered = {a[1] for a, _ in cm.successors(done) if a[0] == "tamper"}
+    assert {k for k in range(16) if ev.step(("tamper", k))[0]} == offered, w
+    out: list[tuple[str, bool]] = []
+    if not restarts:
+        return offered, out
+    for a, tampered in cm.successors(done):
+        if a[0] != "tamper":
+            continue
+        [(_, restarted)] = [x for x in cm.successors(tampered) if x[0] == ("restart",)]
+        _, tv = ev.step(a)
+        enabled, rv = StepEvaluator(m, tv).step(("restart",))
+        assert enabled and summary(decode_values(m, rv)) == summary(restarted), (a, w)
+        cs = constant_state(m, rv)
+        for spec in (*TAMPER_SPECS, *RESTORE_GHOSTS.values()):
+            holds = SPECS[spec].predicate(restarted)
+            assert z3.is_true(z3.simplify(m.property(spec)(cs))) == holds, (spec, a, w)
+            if spec in TAMPER_SPECS:
+                out.append((spec, holds))
+    return offered, out
+
+
 @pytest.mark.parametrize("variant", RESTART_VARIANTS)
 def test_write_ghosts_agree_with_the_explicit_restart(variant: str) -> None:
     """The restart outcome the symbolic write records (restart fails; the fcntl, sharing and
@@ -267,6 +307,7 @@ def test_write_ghosts_agree_with_the_explicit_restart(variant: str) -> None:
     cm = CrModel(AGREE, v)
     m = symbolic_model(AGREE, v, files=9)
     seen: dict[str, set[bool]] = {g: set() for g in (*RESTORE_GHOSTS, "img_err")}
+    tampered = 0
     for w in _states_before_write(cm, zlib.crc32(b"write" + variant.encode()),
                                   WRITES_PER_VARIANT):
         [w2] = [w2 for a, w2 in cm.successors(w) if a == ("write",)]
@@ -278,12 +319,24 @@ def test_write_ghosts_agree_with_the_explicit_restart(variant: str) -> None:
         assert post["img_err"] == fails, w
         assert post["img_timerfd"] == timer, w
         seen["img_err"].add(fails)
+        offered, outcomes = _tampered_restarts(cm, m, w2, post,
+                                               restarts=tampered < TAMPERED_PER_VARIANT)
+        tampered += bool(outcomes)
+        if offered is not None:
+            seen.setdefault("fmode_down offered", set()).add(T_FMODE_DOWN in offered)
+        for spec, ok in outcomes:
+            seen.setdefault(spec, set()).add(ok)
         for g, spec_fails in bad.items():
             if not fails:
                 assert post[g] == spec_fails, (g, w)
                 seen[g].add(spec_fails)
     # the comparison saw restarts that succeed, and each spec the variant breaks broken
     assert False in seen["img_err"]
+    assert seen["fmode_down offered"] == {True, False}, "every image had a read-write file"
+    for spec in TAMPER_SPECS:
+        assert True in seen[spec], f"{variant}: no tampered image where {spec} holds"
+        if SPECS[spec].expected(variant) == "violated":
+            assert False in seen[spec], f"{variant}: no tampered image breaks {spec}"
     for g, spec in RESTORE_GHOSTS.items():
         if g != "img_bad" and SPECS[spec].expected(variant) == "violated":
             assert True in seen[g], f"{variant}: no written image breaks {spec}"
