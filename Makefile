@@ -19,7 +19,7 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 docs: $(STAMP)
 	$(BIN)/python -m crmodel.docs

@@ -17,12 +17,24 @@ _REPORTS: dict[str, dict[str, api.Row]] = {}
 _EXPLORATIONS: dict[str, Exploration] = {}
 
 
+TINY_FIXTURES = {"tiny_rows", "tiny_exploration"}
+
+
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: prefetch only what will run
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         mark = item.get_closest_marker("variants")
         if mark:
             _NEEDED.update(mark.args[0])
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under `pytest -n 2 --dist loadgroup` (make test) every test reading the shared
+    explorations runs in one worker, which explores each variant once. (Marked here, at
+    collection: xdist reads the group in its own collection_modifyitems.)"""
+    if item.get_closest_marker("variants") or TINY_FIXTURES & set(
+            getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.xdist_group("tiny"))
 
 
 def _ensure(variant: str) -> None:
