@@ -669,17 +669,20 @@ def check_symbolic(sym: SymbolicModel, properties: Iterable[Any], *, mode: Mode 
     raise ValueError(f"mode must be 'bmc' or 'induction', not {mode!r}")
 
 
-def benchmark(factory: Callable[[Any], SymbolicModel], sizes: Iterable[Any],
+def benchmark(factory: Callable[..., SymbolicModel], sizes: Iterable[Any],
               properties: Sequence[str], timeout: float = 60.0,
-              out: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Prove each property at each size (`factory(size)` builds the model); print and return
-    one row per (size, property): verdict, seconds, slowest obligation."""
+              out: Callable[[str], None] = print, args: tuple = (), jobs: int = 1
+              ) -> list[dict[str, Any]]:
+    """Prove each property at each size (`factory(size, *args)` builds the model; with
+    `jobs` > 1 the obligations are shared among that many processes, so `factory` must be
+    picklable); print and return one row per (size, property): verdict, seconds, slowest
+    obligation."""
     rows = []
     for size in sizes:
-        sym = factory(size)
+        sym = factory(size, *args)
         for p in properties:
             t0 = time.monotonic()
-            ok, obs = prove(sym, p, timeout)
+            ok, obs = prove_parallel(factory, (size, *args), p, timeout, jobs)
             el = time.monotonic() - t0
             slow = max(obs, key=lambda r: r.seconds)
             row = {"size": sym.size_text(), "property": p, "verdict": "proved" if ok else
