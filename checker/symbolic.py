@@ -589,22 +589,34 @@ def _worker_check(job: tuple[str, Obligation, float]) -> tuple[ObligationResult,
 
 
 def prove_parallel(factory: Callable[..., SymbolicModel], args: tuple, prop: str,
-                   timeout: float = 60.0, jobs: int = 2) -> tuple[bool, list[ObligationResult]]:
+                   timeout: float = 60.0, jobs: int = 2,
+                   on_result: Callable[[ObligationResult, int, int], None] | None = None
+                   ) -> tuple[bool, list[ObligationResult]]:
     """`prove` with the obligations shared among `jobs` processes (each builds the model with
-    `factory(*args)`); every obligation is checked, results in obligation order."""
+    `factory(*args)`); every obligation is checked, results in obligation order.
+    `on_result(result, done, total)` is called as each obligation is decided (progress)."""
     import multiprocessing
 
     sym = factory(*args)
     obs = obligations(sym, prop)
     if jobs <= 1:
-        out = [check_obligation(sym, prop, ob, timeout) for ob in obs]
+        out = []
+        for ob in obs:
+            out.append(check_obligation(sym, prop, ob, timeout))
+            if on_result is not None:
+                on_result(out[-1], len(out), len(obs))
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh z3 per worker, nothing shared
         order = sorted(range(len(obs)), key=lambda i: obs[i].kind != "step")  # slow first
         cache = str(CACHE.folder) if CACHE is not None else None
         with ctx.Pool(jobs, _worker_init, (factory, args, cache)) as pool:
-            done = pool.map(_worker_check, [(prop, obs[i], timeout) for i in order],
-                            chunksize=1)
+            done = []
+            # imap: results in submission order, each as soon as it and those before it are in
+            for d in pool.imap(_worker_check, [(prop, obs[i], timeout) for i in order],
+                               chunksize=1):
+                done.append(d)
+                if on_result is not None:
+                    on_result(d[0], len(done), len(obs))
         if CACHE is not None:  # the workers' figures, so the caller can report them
             CACHE.hits += sum(d[1] for d in done)
             CACHE.misses += sum(d[2] for d in done)

@@ -72,6 +72,7 @@ class Job:
     size: Sizes
     timeout: float
     jobs: int = 1  # processes sharing the proof's obligations
+    progress: bool = False  # a line on stderr per obligation decided
 
 
 def _bmc_configs(job: Job) -> list[Config]:
@@ -91,7 +92,12 @@ def run_job(job: Job) -> tuple[Result, Config]:
     sym = symbolic_model(job.size, v)
     cache = symbolic.CACHE
     before = (cache.hits, cache.misses) if cache is not None else (0, 0)
-    ok, obs = prove_parallel(symbolic_model, (job.size, v), job.spec, job.timeout, job.jobs)
+    def report(r: symbolic.ObligationResult, done: int, total: int) -> None:
+        print(f"z3: {job.variant} / {job.spec}: {done}/{total} obligations, "
+              f"{r.obligation.id} {r.status} in {r.seconds:.1f}s", file=sys.stderr, flush=True)
+
+    ok, obs = prove_parallel(symbolic_model, (job.size, v), job.spec, job.timeout, job.jobs,
+                             on_result=report if job.progress else None)
     if ok:
         lemmas = [lem.name for lem in sym.lemmas(job.spec)]
         slow = max(obs, key=lambda o: o.seconds)
@@ -156,7 +162,7 @@ def _check(cfg: Config, vnames: Sequence[str], snames: Sequence[str] | None,
     if missing:
         raise UsageError(f"the z3 engine does not encode {missing[0]!r}; it checks: "
                          f"{', '.join(SPECS_ENCODED)} (use --engine explicit for the rest)")
-    todo = [Job(cfg, v, s, size, timeout, jobs) for v in vnames for s in snames]
+    todo = [Job(cfg, v, s, size, timeout, jobs, progress) for v in vnames for s in snames]
     done: dict[tuple[str, str], tuple[Result, Config]] = {}
     for job in todo:  # one pair at a time, its proof obligations over `jobs` processes
         r, c = run_job(job)

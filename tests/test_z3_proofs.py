@@ -152,3 +152,15 @@ def test_z3_refutes_ghost_mutants_like_the_explicit_engine(variant: str, spec: s
     assert row.verdict == "violated" and row.engine == "z3", row.reason
     assert len(row.trace.steps) == len(ex.trace.steps)
     assert not SPECS[spec].predicate(row.trace.steps[-1].state)
+
+
+def test_cli_reports_each_obligation_as_it_is_decided() -> None:
+    """A proof can run for half an hour: without --json, stderr gets a line per obligation."""
+    r = _crmodel("check", "--engine", "z3", "--variant", "fixed", "--spec",
+                 "restore_never_escalates", "--proof-size", "1,1,2,2", "--no-z3-cache")
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "obligations," in x]
+    n = len(obligations(symbolic_model(Sizes(1, 1, 2, 2), VARIANTS["fixed"]),
+                        "restore_never_escalates"))
+    assert len(lines) == n and lines[-1].startswith(f"z3: fixed / restore_never_escalates: "
+                                                    f"{n}/{n} obligations")
