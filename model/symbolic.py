@@ -765,7 +765,7 @@ class CrSymModel:
                 z3.Or(z3.Not(s["rst_err"]), z3.And(partial, z3.Not(is_(s["tamper"],
                                                                           T_BAD_NFDS))))))
         g = next((g for g, spec in RESTORE_GHOSTS.items() if spec == name), None)
-        if g is not None:  # on an untampered image (the hostile ones are the specs above')
+        if g is not None:  # on an untampered image (tampered ones: the two specs above)
             return lambda s: z3.Not(z3.And(restarted(s), z3.Not(s["rst_err"]),
                                            is_(s["tamper"], 0), s[g]))
         return None
@@ -789,7 +789,7 @@ class CrSymModel:
         fams += [ck.freeze()]
         if self.v.full_container:
             fams += [ck.collect(), ck.contained()]
-        fams += [ck.write(), ck.visited(), ck.tamper(self._params(tag)["k"]), ck.restart()]
+        fams += [ck.write(), ck.visited(), ck.tamper(p["k"]), ck.restart()]
         return fams
 
     def transition(self, s: State, tag: str, name: str, case: Any = None) -> Transition:
