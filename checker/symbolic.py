@@ -173,7 +173,10 @@ class ProofCache:
     query's SMT-LIB text: a later query that is the very same formula (say, the same
     obligation for another variant whose transitions differ only where the invariant does
     not look) is known unsatisfiable without solving. Only unsat answers are kept (a sat
-    answer is needed with its model), so the cache can save time but never change a result."""
+    answer is needed with its model), so the cache can save time but never change a result.
+    Besides the queries solved, it keeps formulas shown unsat by their parts (`_question`): a
+    step case all of whose conjunct queries were unsat, a family all of whose cases were, a
+    goal all of whose parts were; so a second run skips the attempts that had timed out."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -217,6 +220,25 @@ def _sat_model(s: z3.Solver, what: str) -> z3.ModelRef | None:
     if CACHE is not None:
         CACHE.remember(key)
     return None
+
+
+def _question(sym: SymbolicModel, formulas: Sequence[z3.BoolRef]) -> str:
+    """The cache key of a formula that is never solved as such: unsat exactly when some
+    queries already answered are all unsat (a step case is valid when each conjunct of the
+    invariant holds after it; a goal when each of its parts does). Remembering it lets a
+    later run skip the attempts, timed out and so never cached, that led to those queries."""
+    solver = _solver(1.0, logic=_logic(sym))
+    solver.add(*formulas)
+    return CACHE.key(solver) if CACHE is not None else ""
+
+
+def _known_unsat(key: str) -> bool:
+    return CACHE is not None and CACHE.known_unsat(key)
+
+
+def _remember(key: str) -> None:
+    if CACHE is not None:
+        CACHE.remember(key)
 
 
 def _trace(sym: SymbolicModel, prop: str, states: list[Any], actions: list[Any],
@@ -433,6 +455,9 @@ def check_obligation(sym: SymbolicModel, prop: str, ob: Obligation, timeout: flo
             return ObligationResult(ob, "valid", time.monotonic() - t0)
         cases = getattr(sym, "cases", None)
         split = cases(ob.part) if cases is not None else [None]
+        whole = _step_question(sym, parts, s, inv, ob, None) if CACHE is not None else ""
+        if whole and _known_unsat(whole):  # every case was valid in an earlier run
+            return ObligationResult(ob, "valid", time.monotonic() - t0)
         if split != [None]:  # the whole family first, briefly; its cases if z3 needs them
             try:
                 bad = _step_case(sym, prop, parts, s, inv, ob, None, min(QUICK, timeout))
@@ -447,20 +472,39 @@ def check_obligation(sym: SymbolicModel, prop: str, ob: Obligation, timeout: flo
             if bad is not None:
                 bad.seconds = time.monotonic() - t0
                 return bad
+        _remember(whole)  # the cases cover the family: the proof itself rests on that
         return ObligationResult(ob, "valid", time.monotonic() - t0)
     except _Unknown as e:
         return ObligationResult(ob, "unknown", time.monotonic() - t0, e.reason)
+
+
+def _family(sym: SymbolicModel, s: Any, ob: Obligation, case: Any) -> SymStep:
+    one = getattr(sym, "transition", None)
+    if one is not None:
+        return one(s, "a", ob.part, case) if case is not None else one(s, "a", ob.part)
+    return next(f for f in sym.transitions(s, "a") if f.name == ob.part)
+
+
+def _case_question(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any,
+                   inv: z3.BoolRef, fam: SymStep) -> str:
+    """Key of 'some conjunct of the invariant fails after this step': unsat iff valid."""
+    return _question(sym, [sym.domain(s), inv, fam.guard,
+                           z3.Not(z3.And([pred(fam.post) for _, pred in parts]))])
+
+
+def _step_question(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any,
+                   inv: z3.BoolRef, ob: Obligation, case: Any) -> str:
+    return _case_question(sym, parts, s, inv, _family(sym, s, ob, case))
 
 
 def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: Any,
                inv: z3.BoolRef, ob: Obligation, case: Any, timeout: float
                ) -> ObligationResult | None:
     """One case of a step obligation: None when valid, else the failure (with its CTI)."""
-    one = getattr(sym, "transition", None)
-    if one is not None:
-        fam = one(s, "a", ob.part, case) if case is not None else one(s, "a", ob.part)
-    else:
-        fam = next(f for f in sym.transitions(s, "a") if f.name == ob.part)
+    fam = _family(sym, s, ob, case)
+    question = _case_question(sym, parts, s, inv, fam) if CACHE is not None else ""
+    if question and _known_unsat(question):
+        return None
     where = f"{ob.id}" + (f" case {case}" if case is not None else "")
     facts = [fam.guard]
     for i, hint in enumerate(getattr(fam, "hints", ())):
@@ -493,6 +537,7 @@ def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: 
                      + ", ".join(f"{k}={v}" for k, v in ex_post.items()))
         tr, _ = _trace(sym, prop, [pre_c, post_c], [act], concrete=False, note=note)
         return ObligationResult(ob, "failed", 0.0, detail, tr)
+    _remember(question)
     return None
 
 
@@ -544,7 +589,8 @@ def _refute(sym: SymbolicModel, s: Any, inv: z3.BoolRef, guard: z3.BoolRef,
             continue
         if model is not None:
             return model
-    if not undecided:
+    if not undecided:  # every part unsat, so the goal, their conjunction, holds
+        _remember(_question(sym, [sym.domain(s), inv, guard, z3.Not(goal)]))
         return None
     try:
         return attempt(goal, timeout)
@@ -554,6 +600,7 @@ def _refute(sym: SymbolicModel, s: Any, inv: z3.BoolRef, guard: z3.BoolRef,
         model = attempt(g, timeout)
         if model is not None:
             return model
+    _remember(_question(sym, [sym.domain(s), inv, guard, z3.Not(goal)]))
     return None
 
 
