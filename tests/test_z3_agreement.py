@@ -12,7 +12,8 @@ model.checkpoint, model.restart).
    violation the explicit engine finds BMC finds too, at the explicit (shortest) length, with
    a trace that replays in the explicit model; for 5 pairs the explicit search finds holding,
    the proof at the config's sizes succeeds. With CRMODEL_Z3_SLOW=1: every encoded spec, and
-   every variant and encoded spec on `tiny`, holding pairs included.
+   every variant and encoded spec on `tiny`, holding pairs included (proved at tiny's size,
+   or BMC to tiny's longest run).
 
 CRMODEL_Z3_SLOW=1 also runs more random states.
 """
@@ -210,22 +211,45 @@ def test_proof_where_explicit_holds(variant: str, spec: str) -> None:
     assert ok, [o.detail for o in obs if o.status != "valid"]
 
 
+# Holding specs the tiny comparison proves rather than runs BMC to tiny's full depth for: the
+# image specs, whose proofs take seconds. The leak specs' proofs at tiny's 9 file slots, in
+# one process, took longer than BMC (fixed: over 25 minutes before we stopped it), and
+# leak_detection_complete has no lemmas.
+PROVED_ON_TINY = ("uncheckpointable_refused", "restore_preserves_fcntl_flags",
+                  "restore_preserves_offsets_and_sharing", "refcounts_restored",
+                  "restore_never_escalates", "hostile_images_rejected")
+
+
 @pytest.mark.skipif(not SLOW, reason="set CRMODEL_Z3_SLOW=1 for the tiny preset comparison")
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_bmc_matches_explicit_on_tiny(variant: str) -> None:
+def test_engines_agree_on_tiny(variant: str) -> None:
     """Every encoded spec on `tiny` (without unix sockets, which the symbolic model leaves
-    out): the same verdict, and a counterexample of the same length; BMC runs to the longest
-    run tiny allows, so its `holds` is exhaustive like the explicit one."""
+    out): the same verdict, and a counterexample of the same length. A violation must be
+    found by BMC at the explicit (shortest) length. A spec the explicit search finds holding
+    must be proved at tiny's size with no step bound, which covers tiny's bounded runs
+    (`PROVED_ON_TINY`), or hold under BMC to the longest run tiny allows (exhaustive there,
+    like the explicit search): the other specs, and any whose proof fails."""
     from crmodel.z3run import run_length
 
     cfg = covered_config(PRESETS["tiny"], "tiny")
+    v = VARIANTS[variant]
     exp = _explicit(cfg, variant)
-    m = symbolic_model(cfg, VARIANTS[variant])
-    for r in bmc(m, list(SPECS_ENCODED), run_length(cfg), timeout=3600):
-        verdict, length = exp[r.property]
-        assert r.verdict == verdict, (r.property, r.reason)
-        if verdict == "violated":
-            assert r.depth == length, r.property
+    violated = [p for p in SPECS_ENCODED if exp[p][0] == "violated"]
+    holding = [p for p in SPECS_ENCODED if exp[p][0] == "holds"]
+    assert len(violated) + len(holding) == len(SPECS_ENCODED), exp
+    m = symbolic_model(cfg, v)
+    if violated:
+        for r in bmc(m, violated, max(exp[p][1] for p in violated), timeout=3600):
+            assert r.verdict == "violated", (r.property, r.reason)
+            assert r.depth == exp[r.property][1], r.property
+    unproved = []
+    unbounded = symbolic_model(cfg, v, bounded=False, counts="int")
+    for p in holding:
+        if p not in PROVED_ON_TINY or not prove(unbounded, p, timeout=3600)[0]:
+            unproved.append(p)
+    if unproved:
+        for r in bmc(m, unproved, run_length(cfg), timeout=3600):
+            assert r.verdict == "holds", (r.property, r.reason)
 
 
 # Variants whose restart knobs the write's ghosts summarise, and how many written images of
