@@ -213,7 +213,8 @@ def test_proof_where_explicit_holds(variant: str, spec: str) -> None:
 
 # Holding specs the tiny comparison proves rather than runs BMC to tiny's full depth for: the
 # image specs, whose proofs take seconds. The leak specs' proofs at tiny's 9 file slots, in
-# one process, took longer than BMC (fixed: over 25 minutes before we stopped it), and
+# one process, were slow (fixed: over 25 minutes of CPU before we stopped it, where BMC of
+# all specs to tiny's depth had taken about 10 minutes a variant), and
 # leak_detection_complete has no lemmas.
 PROVED_ON_TINY = ("uncheckpointable_refused", "restore_preserves_fcntl_flags",
                   "restore_preserves_offsets_and_sharing", "refcounts_restored",
