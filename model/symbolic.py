@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -2017,33 +2018,75 @@ def constant_state(m: CrSymModel, val: dict[str, Any]) -> State:
     return {k: conv(val[k], shape[k]) for k in shape}
 
 
-class StepEvaluator:
-    """The symbolic transitions from one concrete state, each family built once."""
+class _Families:
+    """Every transition family of a model, built once on one symbolic state (building is
+    the slow part: seconds for the write at 9 file slots), to be evaluated on many."""
 
-    def __init__(self, m: CrSymModel, val: dict[str, Any]) -> None:
-        self.m, self.val = m, val
-        self.s = constant_state(m, val)
+    def __init__(self, m: CrSymModel) -> None:
+        self.m = m
+        self.s = m.fresh("e")
+        self.leaves = m.leaves(self.s)
         self.fams: dict[str, Transition] = {}
-        self.pre_leaves = m.leaves(self.s)
 
-    def family(self, name: str) -> Transition:
+    def get(self, name: str) -> Transition:
         if name not in self.fams:
             self.fams[name] = self.m.transition(self.s, "e", name)
         return self.fams[name]
 
+
+_FAMILIES: weakref.WeakKeyDictionary[CrSymModel, _Families] = weakref.WeakKeyDictionary()
+
+
+def _fold_all(terms: list[z3.ExprRef], subst: list[tuple[z3.ExprRef, z3.ExprRef]]
+              ) -> list[Any]:
+    """The values of `terms` under `subst` (which must fix every constant in them), in one
+    substitution and one simplification of their concatenation: shared subterms are
+    folded once, not once per term."""
+    if not terms:
+        return []
+    bits = [z3.If(t, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) if z3.is_bool(t) else t
+            for t in terms]
+    whole = bits[0] if len(bits) == 1 else z3.Concat(*bits)
+    value = _pyval(z3.simplify(z3.substitute(whole, *subst)))
+    out: list[Any] = []
+    for t, b in zip(reversed(terms), reversed(bits), strict=True):  # Concat: last is lowest
+        w = b.size()
+        x, value = value & ((1 << w) - 1), value >> w
+        out.append(bool(x) if z3.is_bool(t) else x)
+    return out[::-1]
+
+
+class StepEvaluator:
+    """The symbolic transitions from one concrete state: the model's families (built once
+    per model, on a symbolic state) with that state's values substituted in."""
+
+    def __init__(self, m: CrSymModel, val: dict[str, Any]) -> None:
+        self.m, self.val = m, val
+        if m not in _FAMILIES:
+            _FAMILIES[m] = _Families(m)
+        self._fams = _FAMILIES[m]
+        self.pre_values = m.leaves(val)  # type: ignore[arg-type]
+        self.subst = [(x, _const(v, x)) for x, v in
+                      zip(self._fams.leaves, self.pre_values, strict=True)]
+
+    def family(self, name: str) -> Transition:
+        """The family `name` from the symbolic state (its leaves: `self._fams.leaves`)."""
+        return self._fams.get(name)
+
     def step(self, a: tuple) -> tuple[bool, dict[str, Any] | None]:
         """(enabled, the values of the successor or None), by constant folding."""
         m, fam = self.m, self.family(a[0])
-        vals = action_values(a)
-        subst = [(fam.params[k], _const(v, fam.params[k])) for k, v in vals.items()]
-
-        def fold(t: z3.ExprRef) -> Any:
-            return _pyval(z3.simplify(z3.substitute(t, *subst) if subst else t))
-
-        if not fold(fam.guard):
+        subst = self.subst + [(fam.params[k], _const(v, fam.params[k]))
+                              for k, v in action_values(a).items()]
+        post = m.leaves(fam.post)
+        changed = [i for i, (pre, x) in enumerate(zip(self._fams.leaves, post, strict=True))
+                   if not x.eq(pre)]
+        enabled, *vals = _fold_all([fam.guard] + [post[i] for i in changed], subst)
+        if not enabled:
             return False, None
-        out_flat = [_pyval(pre) if post.eq(pre) else fold(post)
-                    for pre, post in zip(self.pre_leaves, m.leaves(fam.post), strict=True)]
+        out_flat = list(self.pre_values)
+        for i, x in zip(changed, vals, strict=True):
+            out_flat[i] = x
         return True, _unflatten(m, out_flat)
 
     def extra(self, name: str, known: list[tuple], timeout: float = 30.0) -> tuple | None:
@@ -2053,7 +2096,7 @@ class StepEvaluator:
         rel = RELEVANT.get(name, ())
         so = z3.SolverFor("QF_BV")
         so.set("timeout", int(timeout * 1000))
-        so.add(fam.guard)
+        so.add(z3.substitute(fam.guard, *self.subst))
         for a in known:
             vals = action_values(a)
             so.add(z3.Not(all_(fam.params[k] == _const(vals[k], fam.params[k]) for k in rel)))
