@@ -635,6 +635,11 @@ def _worker_check(job: tuple[str, Obligation, float]) -> tuple[ObligationResult,
     return r, after[0] - before[0], after[1] - before[1]
 
 
+def _worker_check_at(job: tuple[int, tuple[str, Obligation, float]]
+                     ) -> tuple[int, tuple[ObligationResult, int, int]]:
+    return job[0], _worker_check(job[1])
+
+
 def prove_parallel(factory: Callable[..., SymbolicModel], args: tuple, prop: str,
                    timeout: float = 60.0, jobs: int = 2,
                    on_result: Callable[[ObligationResult, int, int], None] | None = None
@@ -657,17 +662,19 @@ def prove_parallel(factory: Callable[..., SymbolicModel], args: tuple, prop: str
         order = sorted(range(len(obs)), key=lambda i: obs[i].kind != "step")  # slow first
         cache = str(CACHE.folder) if CACHE is not None else None
         with ctx.Pool(jobs, _worker_init, (factory, args, cache)) as pool:
-            done = []
-            # imap: results in submission order, each as soon as it and those before it are in
-            for d in pool.imap(_worker_check, [(prop, obs[i], timeout) for i in order],
-                               chunksize=1):
-                done.append(d)
+            done: dict[int, tuple[ObligationResult, int, int]] = {}
+            # unordered: each obligation reported as soon as it is decided (a slow first
+            # step would otherwise hold back every line after it for many minutes)
+            for i, d in pool.imap_unordered(_worker_check_at,
+                                            [(i, (prop, obs[i], timeout)) for i in order],
+                                            chunksize=1):
+                done[i] = d
                 if on_result is not None:
                     on_result(d[0], len(done), len(obs))
         if CACHE is not None:  # the workers' figures, so the caller can report them
-            CACHE.hits += sum(d[1] for d in done)
-            CACHE.misses += sum(d[2] for d in done)
-        out = [d[0] for _, d in sorted(zip(order, done, strict=True), key=lambda x: x[0])]
+            CACHE.hits += sum(d[1] for d in done.values())
+            CACHE.misses += sum(d[2] for d in done.values())
+        out = [done[i][0] for i in range(len(obs))]
     model = getattr(sym, "concrete_model", None)
     for r in out:
         if r.cti is not None:

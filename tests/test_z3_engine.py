@@ -18,6 +18,7 @@ from checker.symbolic import (
     check_symbolic,
     obligations,
     prove,
+    prove_parallel,
     split_conjuncts,
 )
 from checker.trace import Trace
@@ -160,6 +161,25 @@ def test_each_obligation_on_its_own() -> None:
                                    "property:even"]
     for o in obs:
         assert check_obligation(m, "even", o).status == "valid"
+
+
+def test_parallel_proof_reports_each_obligation_and_keeps_their_order() -> None:
+    """Two processes: every obligation is reported once as it is decided (done counts 1..n),
+    and the results are the serial proof's, the failed obligation last."""
+    serial = prove(NoLemma(), "bounded_y", timeout=10, stop_at_failure=False)[1]
+    seen: list[tuple[str, int, int]] = []
+    ok, got = prove_parallel(NoLemma, (), "bounded_y", timeout=10, jobs=2,
+                             on_result=lambda r, done, total: seen.append(
+                                 (r.obligation.id, done, total)))
+    n = len(serial)
+    assert not ok
+    assert sorted(x[0] for x in seen) == sorted(r.obligation.id for r in serial)
+    assert [x[1:] for x in seen] == [(i, n) for i in range(1, n + 1)]
+    want = ([r for r in serial if r.status == "valid"]
+            + [r for r in serial if r.status != "valid"])
+    assert [(r.obligation.id, r.status) for r in got] == \
+        [(r.obligation.id, r.status) for r in want]
+    assert got[-1].obligation.id == "step:inc" and got[-1].cti is not None
 
 
 def test_traces_render_and_export() -> None:
