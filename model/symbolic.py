@@ -458,15 +458,13 @@ class View:
     @cached_property
     def f_count(self) -> list[z3.ExprRef]:
         """file->f_count: descriptors in live tables plus the objhash's grab, written as
-        tin + the rest (inside tables hold a subset of the live descriptors); where the skip
-        mutant makes tin less than all inside descriptors, as all of them + the rest."""
+        the inside ones (`tin_all`, which is `tin` but in the skip mutant) + the rest."""
         s, m = self.s, self.m
         out = []
         for f in range(m.NF):
             rest = [z3.And(z3.Not(self.ins_table[x]), self.live_table[x], self.slot_is[x][d][f])
                     for x in range(m.NT) for d in range(m.ND)]
-            inside = self.tin[f] if self.skipped(f) is None else self.tin_all[f]
-            out.append(inside + cnt(rest + [s["h_file"][f]], m.CW))
+            out.append(self.tin_all[f] + cnt(rest + [s["h_file"][f]], m.CW))
         return out
 
     def hashed_on(self, o: int, kinds: tuple[int, ...]) -> z3.ExprRef:
@@ -2067,7 +2065,7 @@ class StepEvaluator:
     per model, on a symbolic state) with that state's values substituted in."""
 
     def __init__(self, m: CrSymModel, val: dict[str, Any]) -> None:
-        self.m, self.val = m, val
+        self.m = m
         if m not in _FAMILIES:
             _FAMILIES[m] = _Families(m)
         self._fams = _FAMILIES[m]
