@@ -645,7 +645,8 @@ def prove_parallel(factory: Callable[..., SymbolicModel], args: tuple, prop: str
                    on_result: Callable[[ObligationResult, int, int], None] | None = None
                    ) -> tuple[bool, list[ObligationResult]]:
     """`prove` with the obligations shared among `jobs` processes (each builds the model with
-    `factory(*args)`); every obligation is checked, results in obligation order.
+    `factory(*args)`); every obligation is checked; the results are in obligation order,
+    the valid ones first and then the others (so a caller reports the last as the failure).
     `on_result(result, done, total)` is called as each obligation is decided (progress)."""
     import multiprocessing
 
