@@ -27,7 +27,7 @@ from checker.result import Result
 from checker.symbolic import bmc, prove_parallel
 from crmodel.api import Report, Row, UsageError, exact_expectations, write_trace
 from model.config import PRESETS, Config
-from model.symbolic import BMC_ONLY, SPECS_ENCODED, Sizes, covered_config, symbolic_model
+from model.symbolic import SPECS_ENCODED, Sizes, covered_config, symbolic_model
 from model.system import CrModel
 from model.variants import VARIANTS
 from specs import SPECS
@@ -87,8 +87,6 @@ def run_job(job: Job) -> tuple[Result, Config]:
     """Prove, else refute: the Result and the config its trace belongs to."""
     t0 = time.monotonic()
     v = VARIANTS[job.variant]
-    if job.spec in BMC_ONLY:
-        return _refute(job, t0, f"{job.spec} has no lemmas: no inductive proof attempted")
     sym = symbolic_model(job.size, v)
     cache = symbolic.CACHE
     before = (cache.hits, cache.misses) if cache is not None else (0, 0)
@@ -118,11 +116,10 @@ def run_job(job: Job) -> tuple[Result, Config]:
 
 
 def _refute(job: Job, t0: float, why: str, cti: Any = None) -> tuple[Result, Config]:
-    """BMC on the job's configs: `violated` with the first trace found; else `unknown` with
-    the counterexample to induction `cti` after a failed proof, or `holds` (bounded,
-    exhaustive for the configs) where no proof was attempted (`BMC_ONLY`)."""
+    """BMC on the job's configs after a failed proof: `violated` with the first trace
+    found, else `unknown` with the counterexample to induction `cti`."""
     v = VARIANTS[job.variant]
-    tried, verdicts = [], []
+    tried = []
     for cfg in _bmc_configs(job):
         depth = run_length(cfg)
         [r] = bmc(symbolic_model(cfg, v), [job.spec], depth, job.timeout)
@@ -132,9 +129,7 @@ def _refute(job: Job, t0: float, why: str, cti: Any = None) -> tuple[Result, Con
             return r, cfg
         tried.append(f"BMC on {cfg.name} to depth {depth} (exhaustive there): {r.verdict}"
                      + (f" ({r.reason})" if r.verdict == "unknown" else ""))
-        verdicts.append(r.verdict)
-    bounded = job.spec in BMC_ONLY and all(x == "holds" for x in verdicts)
-    return Result(job.spec, "holds" if bounded else "unknown",
+    return Result(job.spec, "unknown",
                   seconds=time.monotonic() - t0, engine="z3", trace=cti,
                   reason=f"{why}; {'; '.join(tried)}"), job.cfg
 

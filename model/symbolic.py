@@ -60,7 +60,7 @@ What is abstracted:
 * not covered: unix sockets (socketpair, SCM_RIGHTS sendmsg/recvmsg), CRIU's external-unix
   refusal (no sockets), and the specs `restore_preserves_all_flags` and `restart_succeeds`.
 
-Specs encoded: `SPECS_ENCODED` (leak_detection_complete for BMC only: `BMC_ONLY`).
+Specs encoded: `SPECS_ENCODED`.
 """
 
 from __future__ import annotations
@@ -153,9 +153,6 @@ SPECS_ENCODED: tuple[str, ...] = (
     "restore_preserves_offsets_and_sharing", "refcounts_restored", "leak_detection_complete",
     "restore_never_escalates", "hostile_images_rejected",
 )
-# Encoded for bounded model checking only: no lemmas yet, so no inductive proof is attempted
-# (the z3 engine's verdict is BMC's, exhaustive for the config's bounds, as the explicit one).
-BMC_ONLY: tuple[str, ...] = ("leak_detection_complete",)
 # The ghosts the write records about the restart to come (see the module docstring).
 IMG_GHOSTS: tuple[str, ...] = ("img_bad", "img_err", "img_timerfd", "img_share", "img_count",
                                "img_fd", "img_rdwr")

@@ -26,7 +26,18 @@ from typing import Any
 
 import z3
 
-from model.state import CHECKED, COLLECTED, DONE, EPOLL, FROZEN, PTMX, PTS, RESTARTED, WRITTEN
+from model.state import (
+    CHECKED,
+    COLLECTED,
+    DONE,
+    EPOLL,
+    FROZEN,
+    PTMX,
+    PTS,
+    RESTARTED,
+    TIMERFD,
+    WRITTEN,
+)
 
 Pred = Callable[[Any, Any], z3.BoolRef]
 
@@ -78,7 +89,7 @@ def _phase_in(s: Any, phases: tuple[int, ...]) -> z3.BoolRef:
 _LEAK_SPECS = ("leak_detection_sound", "leak_detection_sound_at_write", "pipe_peers_contained")
 
 
-@lemma(*_LEAK_SPECS)
+@lemma(*_LEAK_SPECS, "leak_detection_complete")
 def objhash_empty_before_collect(m: Any, s: Any) -> z3.BoolRef:
     """Before collect (no checkpoint, or just frozen) the objhash holds nothing."""
     sym = _sym()
@@ -87,7 +98,7 @@ def objhash_empty_before_collect(m: Any, s: Any) -> z3.BoolRef:
     return z3.Implies(_phase_in(s, (0, FROZEN)), z3.Not(sym.any_(hashed)))
 
 
-@lemma(*_LEAK_SPECS)
+@lemma(*_LEAK_SPECS, "leak_detection_complete")
 def one_master_per_pty(m: Any, s: Any) -> z3.BoolRef:
     """No two live pty master files are on the same pty pair."""
     sym = _sym()
@@ -282,3 +293,81 @@ def restart_reports_image(m: Any, s: Any) -> z3.BoolRef:
     sym = _sym()
     return z3.Implies(z3.And(sym.is_(s["phase"], RESTARTED), sym.is_(s["tamper"], 0)),
                       s["rst_err"] == s["img_err"])
+
+
+# --- leak_detection_complete -------------------------------------------------------------------
+# The argument why a clean container's checkpoint does not fail: after a clean freeze no
+# outside task can reach what the container uses (it holds none of its tables or files, and
+# a frozen task makes no new ones), so the objhash collect builds is exactly the container's
+# objects, each counted as its inside references plus the objhash's own; while no outside
+# file is on a hashed pipe or pty either (`is_clean` at the check), each count then equals
+# the kernel's and no step of the checkpoint finds a leak, a late object or an unvisited one.
+
+_RUNNING = (0, FROZEN, COLLECTED, CHECKED, WRITTEN)
+_COMPLETE = ("leak_detection_complete",)
+
+
+def _held_inside(m: Any, v: Any) -> list[z3.BoolRef]:
+    """Per file: some descriptor of an inside task's table refers to it."""
+    sym = _sym()
+    return [sym.any_(z3.And(v.ins_table[x], v.slot_is[x][d][f])
+                     for x in range(m.NT) for d in range(m.ND)) for f in range(m.NF)]
+
+
+@lemma(*_COMPLETE)
+def epoll_items_watch_live_files(m: Any, s: Any) -> z3.BoolRef:
+    """Until the checkpoint ends, every item of a live eventpoll watches a live file."""
+    sym = _sym()
+    v = m.view(s)
+    out = [z3.Implies(z3.And(v.alive_f[e], sym.is_(s["kind"][e], EPOLL), s["ep"][e][f][d]),
+                      v.alive_f[f])
+           for e in range(m.NF) for f in range(m.NF) for d in range(m.ND)]
+    return z3.Implies(_phase_in(s, _RUNNING), sym.all_(out))
+
+
+@lemma(*_COMPLETE)
+def clean_container_untouched(m: Any, s: Any) -> z3.BoolRef:
+    """From the freeze until the visited check, while `clean` (nothing the container uses
+    was seen shared or unsupported), no outside task holds an inside fd table, every item of
+    an inside eventpoll watches a file an inside table holds, and no file an inside table
+    holds is also an outside task's, a timerfd or owned (F_SETOWN)."""
+    sym = _sym()
+    v = m.view(s)
+    held = _held_inside(m, v)
+    out = [z3.Not(z3.And(v.ins_table[x], v.out_table[x])) for x in range(m.NT)]
+    out += [z3.Implies(z3.And(held[e], sym.is_(s["kind"][e], EPOLL), s["ep"][e][f][d]), held[f])
+            for e in range(m.NF) for f in range(m.NF) for d in range(m.ND)]
+    out += [z3.Implies(held[f], z3.Not(z3.Or(v.out_file[f], sym.is_(s["kind"][f], TIMERFD),
+                                             s["owner"][f])))
+            for f in range(m.NF)]
+    return z3.Implies(z3.And(_phase_in(s, (FROZEN, COLLECTED, CHECKED, WRITTEN)), s["clean"]),
+                      sym.all_(out))
+
+
+@lemma(*_COMPLETE)
+def clean_objhash_is_the_container(m: Any, s: Any) -> z3.BoolRef:
+    """From collect (in subtree mode, the write) until the visited check, while `clean`, the
+    objhash holds exactly the inside fd tables and the files they hold, each hashed object's
+    users is users_start - 1 plus its references from inside (after the write only where the
+    variant checks the counts again), and after the write every hashed object is visited."""
+    sym = _sym()
+    v = m.view(s)
+    held = _held_inside(m, v)
+    start1 = sym.num(m.v.users_start - 1, m.CW)
+    same = [s["h_tab"][x] == v.ins_table[x] for x in range(m.NT)]
+    same += [s["h_file"][f] == held[f] for f in range(m.NF)]
+    tabs = [z3.Implies(s["h_tab"][x], s["u_tab"][x] == start1 + v.n_in_holders[x])
+            for x in range(m.NT)]
+    counts = sym.all_(tabs + [counts_match_inside_references(m, s)])
+    visited = sym.all_([s["v_tab"][x] == s["h_tab"][x] for x in range(m.NT)]
+                       + [s["v_file"][f] == s["h_file"][f] for f in range(m.NF)]
+                       + [s["v_ino"][o] == s["h_ino"][o] for o in range(m.NF)]
+                       + [s["v_tty"][o][i] == s["h_tty"][o][i]
+                          for o in range(m.NF) for i in (0, 1)])
+    # after the write only the re-check reads the counts (the write adds no object: with a
+    # clean container each is hashed already)
+    written = z3.And(visited, counts) if m.v.recheck_after_write else visited
+    return z3.Implies(s["clean"], z3.And(
+        z3.Implies(_phase_in(s, (COLLECTED, CHECKED, WRITTEN)), sym.all_(same)),
+        z3.Implies(_phase_in(s, (COLLECTED, CHECKED)), counts),
+        z3.Implies(sym.is_(s["phase"], WRITTEN), written)))
