@@ -530,13 +530,19 @@ class View:
                 "tty": [[tty[o], tty[o]] for o in range(m.NF)]}
 
     @cached_property
+    def held_in(self) -> list[z3.BoolRef]:
+        """Per file: some descriptor of an inside task's table refers to it."""
+        m = self.m
+        return [any_(z3.And(self.ins_table[x], self.slot_is[x][d][f])
+                     for x in range(m.NT) for d in range(m.ND)) for f in range(m.NF)]
+
+    @cached_property
     def is_clean(self) -> z3.BoolRef:
         """model.checkpoint.is_clean: nothing the container uses (its tables, the files it
         holds and their epolls' targets, the objects they are on) is referenced from outside,
         and no file it holds is unsupported (a timerfd, or one with an owner)."""
         s, m = self.s, self.m
-        held = [any_(z3.And(self.ins_table[x], self.slot_is[x][d][f])
-                     for x in range(m.NT) for d in range(m.ND)) for f in range(m.NF)]
+        held = self.held_in
         used = [z3.Or(held[f], any_(z3.And(held[e], is_(s["kind"][e], EPOLL), s["ep"][e][f][d])
                                     for e in range(m.NF) for d in range(m.ND)))
                 for f in range(m.NF)]

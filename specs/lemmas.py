@@ -307,13 +307,6 @@ _RUNNING = (0, FROZEN, COLLECTED, CHECKED, WRITTEN)
 _COMPLETE = ("leak_detection_complete",)
 
 
-def _held_inside(m: Any, v: Any) -> list[z3.BoolRef]:
-    """Per file: some descriptor of an inside task's table refers to it."""
-    sym = _sym()
-    return [sym.any_(z3.And(v.ins_table[x], v.slot_is[x][d][f])
-                     for x in range(m.NT) for d in range(m.ND)) for f in range(m.NF)]
-
-
 @lemma(*_COMPLETE)
 def epoll_items_watch_live_files(m: Any, s: Any) -> z3.BoolRef:
     """Until the checkpoint ends, every item of a live eventpoll watches a live file."""
@@ -333,7 +326,7 @@ def clean_container_untouched(m: Any, s: Any) -> z3.BoolRef:
     holds is also an outside task's, a timerfd or owned (F_SETOWN)."""
     sym = _sym()
     v = m.view(s)
-    held = _held_inside(m, v)
+    held = v.held_in
     out = [z3.Not(z3.And(v.ins_table[x], v.out_table[x])) for x in range(m.NT)]
     out += [z3.Implies(z3.And(held[e], sym.is_(s["kind"][e], EPOLL), s["ep"][e][f][d]), held[f])
             for e in range(m.NF) for f in range(m.NF) for d in range(m.ND)]
@@ -352,7 +345,7 @@ def clean_objhash_is_the_container(m: Any, s: Any) -> z3.BoolRef:
     variant checks the counts again), and after the write every hashed object is visited."""
     sym = _sym()
     v = m.view(s)
-    held = _held_inside(m, v)
+    held = v.held_in
     start1 = sym.num(m.v.users_start - 1, m.CW)
     same = [s["h_tab"][x] == v.ins_table[x] for x in range(m.NT)]
     same += [s["h_file"][f] == held[f] for f in range(m.NF)]
