@@ -11,7 +11,8 @@ tasks inside + outside, descriptors per table and open files, over every flag se
 number of steps. The explicit runs are bounded configurations (steps, flag sets, paths),
 each given `--explicit-seconds`; one stopped by the budget is reported as such. A proof's
 obligations are shared among `--jobs` processes (as `crmodel check --engine z3 --jobs`), the
-explicit runs use one. Nothing is cached. Figures are printed, never asserted."""
+explicit runs use one. Nothing is cached. Figures are printed, never asserted; each
+obligation decided is reported on stderr as it comes."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def main() -> None:
     from model.system import CrModel
     from model.variants import VARIANTS
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--sizes", nargs="+", default=["1,1,2,2", "2,2,4,4", "2,2,8,8"])
     ap.add_argument("--variant", default="fixed")
     ap.add_argument("--specs", nargs="+", default=list(PROPS), metavar="SPEC")
@@ -57,7 +58,8 @@ def main() -> None:
     print(f"z3 proofs ({a.variant}; per-query timeout {a.timeout:.0f}s, {a.jobs} processes "
           "per proof)", flush=True)
     benchmark(symbolic_model, sizes, a.specs, a.timeout,
-              out=lambda line: print(line, flush=True), args=(v,), jobs=a.jobs)
+              out=lambda line: print(line, flush=True), args=(v,), jobs=a.jobs,
+              progress=lambda line: print(line, file=sys.stderr, flush=True))
     if not a.explicit:
         return
     print(f"\nexplicit engine ({a.variant}, all specs; budget {a.explicit_seconds:.0f}s each)")

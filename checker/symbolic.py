@@ -738,18 +738,24 @@ def check_symbolic(sym: SymbolicModel, properties: Iterable[Any], *, mode: Mode 
 
 def benchmark(factory: Callable[..., SymbolicModel], sizes: Iterable[Any],
               properties: Sequence[str], timeout: float = 60.0,
-              out: Callable[[str], None] = print, args: tuple = (), jobs: int = 1
-              ) -> list[dict[str, Any]]:
+              out: Callable[[str], None] = print, args: tuple = (), jobs: int = 1,
+              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Prove each property at each size (`factory(size, *args)` builds the model; with
     `jobs` > 1 the obligations are shared among that many processes, so `factory` must be
     picklable); print and return one row per (size, property): verdict, seconds, slowest
-    obligation."""
+    obligation. `progress`, if given, gets a line per obligation as it is decided."""
     rows = []
     for size in sizes:
         sym = factory(size, *args)
         for p in properties:
             t0 = time.monotonic()
-            ok, obs = prove_parallel(factory, (size, *args), p, timeout, jobs)
+
+            def told(r: ObligationResult, done: int, total: int, _p: str = p) -> None:
+                if progress is not None:
+                    progress(f"  {_p}: {done}/{total} obligations, {r.obligation.id} "
+                             f"{r.status} in {r.seconds:.1f}s")
+
+            ok, obs = prove_parallel(factory, (size, *args), p, timeout, jobs, told)
             el = time.monotonic() - t0
             slow = max(obs, key=lambda r: r.seconds)
             row = {"size": sym.size_text(), "property": p, "verdict": "proved" if ok else

@@ -13,6 +13,7 @@ from checker.result import Result
 from checker.symbolic import (
     Lemma,
     SymStep,
+    benchmark,
     bmc,
     check_obligation,
     check_symbolic,
@@ -180,6 +181,22 @@ def test_parallel_proof_reports_each_obligation_and_keeps_their_order() -> None:
     assert [(r.obligation.id, r.status) for r in got] == \
         [(r.obligation.id, r.status) for r in want]
     assert got[-1].obligation.id == "step:inc" and got[-1].cti is not None
+
+
+def test_benchmark_rows_and_progress() -> None:
+    """A row per (size, property) with the verdict, and a progress line per obligation."""
+    lines: list[str] = []
+    progress: list[str] = []
+    rows = benchmark(lambda w: Counter(width=w), [6, 8], ["even", "bounded"], timeout=10,
+                     out=lines.append, progress=progress.append)
+    assert [(r["size"], r["property"], r["verdict"], r["obligations"]) for r in rows] == [
+        ("6-bit counters", "even", "proved", 5), ("6-bit counters", "bounded", "proved", 4),
+        ("8-bit counters", "even", "proved", 5), ("8-bit counters", "bounded", "proved", 4)]
+    assert len(lines) == 4 and len(progress) == 18
+    assert progress[0].startswith("  even: 1/5 obligations, initial:even valid in ")
+    bad = benchmark(lambda w: NoLemma(width=w), [6], ["bounded_y"], timeout=10,
+                    out=lines.append)
+    assert bad[0]["verdict"] == "not proved (step:inc failed)"
 
 
 def test_traces_render_and_export() -> None:
