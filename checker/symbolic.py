@@ -640,6 +640,12 @@ def _worker_check_at(job: tuple[int, tuple[str, Obligation, float]]
     return job[0], _worker_check(job[1])
 
 
+def progress_text(r: ObligationResult, done: int, total: int) -> str:
+    """One obligation decided, for a progress line: `3/28 obligations, step:open valid in
+    0.1s`."""
+    return f"{done}/{total} obligations, {r.obligation.id} {r.status} in {r.seconds:.1f}s"
+
+
 def prove_parallel(factory: Callable[..., SymbolicModel], args: tuple, prop: str,
                    timeout: float = 60.0, jobs: int = 2,
                    on_result: Callable[[ObligationResult, int, int], None] | None = None
@@ -749,12 +755,9 @@ def benchmark(factory: Callable[..., SymbolicModel], sizes: Iterable[Any],
         sym = factory(size, *args)
         for p in properties:
             t0 = time.monotonic()
-
-            def told(r: ObligationResult, done: int, total: int, _p: str = p) -> None:
-                if progress is not None:
-                    progress(f"  {_p}: {done}/{total} obligations, {r.obligation.id} "
-                             f"{r.status} in {r.seconds:.1f}s")
-
+            told = None if progress is None else (
+                lambda r, done, total, _p=p: progress(
+                    f"  {_p}: {progress_text(r, done, total)}"))
             ok, obs = prove_parallel(factory, (size, *args), p, timeout, jobs, told)
             el = time.monotonic() - t0
             slow = max(obs, key=lambda r: r.seconds)

@@ -91,8 +91,8 @@ def run_job(job: Job) -> tuple[Result, Config]:
     cache = symbolic.CACHE
     before = (cache.hits, cache.misses) if cache is not None else (0, 0)
     def report(r: symbolic.ObligationResult, done: int, total: int) -> None:
-        print(f"z3: {job.variant} / {job.spec}: {done}/{total} obligations, "
-              f"{r.obligation.id} {r.status} in {r.seconds:.1f}s", file=sys.stderr, flush=True)
+        print(f"z3: {job.variant} / {job.spec}: {symbolic.progress_text(r, done, total)}",
+              file=sys.stderr, flush=True)
 
     ok, obs = prove_parallel(symbolic_model, (job.size, v), job.spec, job.timeout, job.jobs,
                              on_result=report if job.progress else None)
