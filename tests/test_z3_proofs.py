@@ -1,5 +1,5 @@
 """The inductive proofs of the z3 engine: every obligation (initial, step, property) of the
-two headline proofs is its own test item, at the size the README states; where a variant
+two headline proofs is its own test item, at the size docs/z3.md states; where a variant
 violates a spec, the proof must fail and the engine must refute it with a concrete trace."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from specs import SPECS
 # The proofs, one item per obligation: (variant, spec, size). CI runs the two headline
 # proofs: restore_preserves_fcntl_flags at the engine's default size (4 tasks: 2 inside, 2
 # outside; 8 descriptors per table; 8 open files), leak_detection_sound at 4 tasks, 3
-# descriptors and 3 files (its default-size proof is far slower, see the README; at 4 and 4
+# descriptors and 3 files (its default-size proof is far slower, see docs/z3.md; at 4 and 4
 # it was over a tenth of the suite's time), and leak_detection_complete at that size too.
 # CRMODEL_Z3_FULL=1 (`make proofs`) runs every encoded spec at the default size.
 FULL = os.environ.get("CRMODEL_Z3_FULL") == "1"
