@@ -281,7 +281,7 @@ def canonical(w: World) -> World:
 
 
 # ---------------------------------------------------------------------------------------------
-# Observable projection (what the live kernel shows; see tests/kernel/driver.py)
+# Observable projection (what the live kernel shows; see crmodel/live/driver.py)
 
 
 def _partition(groups: dict) -> list[list[list[int]]]:

@@ -3,7 +3,7 @@
 Hypothesis generates sequences of up to 12 actions over every kind in `model.env.SYSCALLS`.
 Each sequence runs through the model (`model.env.apply`, step by step from
 `initial_world(64)`, the driver's descriptor range, so the model never says EMFILE) and through
-the live-kernel driver (`tests/kernel/driver.py`, real syscalls in real processes); after EVERY
+the live-kernel driver (`crmodel/live/driver.py`, real syscalls in real processes); after EVERY
 step the outcomes must be equal and `model.world.project(world)` must equal the driver's
 observation.
 
@@ -69,6 +69,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crmodel.live import driver
 from model.env import CAN_POLL, SYSCALLS, Outcome, apply, initial_world
 from model.flags import (
     O_APPEND,
@@ -96,11 +97,6 @@ from model.state import (
     World,
 )
 from model.world import project
-
-try:  # tests/ may or may not be a package: pytest puts either the root or tests/ on sys.path
-    from tests.kernel import driver
-except ModuleNotFoundError:
-    from kernel import driver  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.uname().machine != "x86_64",

@@ -2,7 +2,7 @@
 and config loading (`model.config`), against the model only (fast, no kernel).
 
 The kernel facts behind each expectation are in `../shared/linux-cr-facts.md` section 6 and the
-driver's docstring (`tests/kernel/driver.py`); `tests/test_conformance.py` checks the same
+driver's docstring (`crmodel/live/driver.py`); `tests/test_conformance.py` checks the same
 transitions against the live kernel.
 """
 

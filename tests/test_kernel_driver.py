@@ -13,10 +13,7 @@ from typing import Any
 
 import pytest
 
-try:  # tests/ may or may not be a package: pytest puts either the root or tests/ on sys.path
-    from tests.kernel import driver
-except ModuleNotFoundError:
-    from kernel import driver  # type: ignore[no-redef]
+from crmodel.live import driver
 
 DriverError = driver.DriverError
 Step = driver.Step

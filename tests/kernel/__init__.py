@@ -1,1 +1,0 @@
-"""Live-kernel conformance driver (real syscalls in child processes)."""
