@@ -12,11 +12,15 @@ number of steps. The explicit runs are bounded configurations (steps, flag sets,
 each given `--explicit-seconds`; one stopped by the budget is reported as such. A proof's
 obligations are shared among `--jobs` processes (as `crmodel check --engine z3 --jobs`), the
 explicit runs use one. Nothing is cached. Figures are printed, never asserted; each
-obligation decided is reported on stderr as it comes."""
+obligation decided is reported on stderr as it comes. `--write` also writes the tables to
+docs/z3-benchmarks.md (with the machine and the date), from this run's own figures."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -43,6 +47,8 @@ def main() -> None:
     ap.add_argument("--explicit-seconds", type=float, default=600.0)
     ap.add_argument("--timeout", type=float, default=z3run.TIMEOUT, help="per z3 query")
     ap.add_argument("--jobs", type=int, default=2, help="processes per proof")
+    ap.add_argument("--write", action="store_true",
+                    help="write the tables to docs/z3-benchmarks.md")
     a = ap.parse_args()
     if a.variant not in VARIANTS:
         ap.error(f"unknown variant {a.variant!r}; one of: {', '.join(VARIANTS)}")
@@ -57,11 +63,10 @@ def main() -> None:
     v = VARIANTS[a.variant]
     print(f"z3 proofs ({a.variant}; per-query timeout {a.timeout:.0f}s, {a.jobs} processes "
           "per proof)", flush=True)
-    benchmark(symbolic_model, sizes, a.specs, a.timeout,
-              out=lambda line: print(line, flush=True), args=(v,), jobs=a.jobs,
-              progress=lambda line: print(line, file=sys.stderr, flush=True))
-    if not a.explicit:
-        return
+    proofs = benchmark(symbolic_model, sizes, a.specs, a.timeout,
+                       out=lambda line: print(line, flush=True), args=(v,), jobs=a.jobs,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    explicit: list[dict] = []
     print(f"\nexplicit engine ({a.variant}, all specs; budget {a.explicit_seconds:.0f}s each)")
     print(f"{'config':<10} {'in+out tasks':>12} {'fds':>4} {'states':>12} {'seconds':>8}  "
           "exhaustive")
@@ -72,11 +77,60 @@ def main() -> None:
         ex = explore(CrModel(cfg, v), props, stop_when_decided=False,
                      max_seconds=a.explicit_seconds)
         secs = time.perf_counter() - t0
+        explicit.append({"config": cfg.name, "tasks": f"{cfg.inside_tasks} + {cfg.outside_tasks}",
+                         "fds": cfg.max_fds, "states": ex.states, "seconds": secs,
+                         "complete": ex.complete, "steps": f"{cfg.env_steps} env steps, "
+                         f"{cfg.checkpoint_steps} during a checkpoint"})
         print(f"{cfg.name:<10} {cfg.inside_tasks:>5} + {cfg.outside_tasks:<4} "
               f"{cfg.max_fds:>4} {ex.states:>12,} {secs:8.1f}  "
               f"{'yes' if ex.complete else 'no, stopped by ' + str(ex.stopped_by)}"
               f" ({cfg.env_steps} env steps, {cfg.checkpoint_steps} during a checkpoint)",
               flush=True)
+    full = [e for e in explicit if e["complete"]]
+    largest = max(full, key=lambda e: e["states"]) if full else None
+    if largest:
+        print(f"\nratio of each proof's wall time to the largest exhaustive explicit run "
+              f"({largest['config']}, {largest['seconds']:.1f}s):")
+        for r in proofs:
+            print(f"  {r['property']} at {r['size']}: {r['seconds'] / largest['seconds']:.2f}x")
+    if a.write:
+        write_doc(a, proofs, explicit, largest)
+
+
+def write_doc(a: argparse.Namespace, proofs: list[dict], explicit: list[dict],
+              largest: dict | None) -> None:
+    """docs/z3-benchmarks.md from this run's own rows."""
+    when = datetime.date.today().isoformat()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [
+        "# z3 engine: proof times",
+        "",
+        f"Written by `python benchmarks/z3bench.py --write` on {when}: {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; variant `{a.variant}`, "
+        f"obligations over {a.jobs} processes, per-query timeout {a.timeout:.0f} s, nothing "
+        f"cached; load average at the end {load} (above the core count, other work shared "
+        "the machine). Figures vary from run to run on a shared machine: compare ratios within one "
+        "run.",
+        "",
+        "| proof | size (tasks in + out, fds, files) | verdict | obligations | wall time "
+        "| slowest obligation | ratio to largest exhaustive explicit run |",
+        "|---|---|---|---:|---:|---|---:|",
+    ]
+    for r in proofs:
+        ratio = f"{r['seconds'] / largest['seconds']:.2f}x" if largest else "n/a"
+        lines.append(f"| `{r['property']}` | {r['size']} | {r['verdict']} | "
+                     f"{r['obligations']} | {r['seconds']:.1f} s | {r['slowest']} | {ratio} |")
+    if explicit:
+        lines += ["", f"Explicit engine, same run (`{a.variant}`, all specs, budget "
+                  f"{a.explicit_seconds:.0f} s each):", "",
+                  "| config | tasks in + out | fds | distinct states | seconds | exhaustive |",
+                  "|---|---|---:|---:|---:|---|"]
+        for e in explicit:
+            lines.append(f"| `{e['config']}` | {e['tasks']} | {e['fds']} | {e['states']:,} | "
+                         f"{e['seconds']:.1f} | {'yes' if e['complete'] else 'no'} "
+                         f"({e['steps']}) |")
+    (ROOT / "docs" / "z3-benchmarks.md").write_text("\n".join(lines) + "\n")
+    print("wrote docs/z3-benchmarks.md", file=sys.stderr)
 
 
 if __name__ == "__main__":
