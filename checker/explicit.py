@@ -52,7 +52,13 @@ from typing import Any
 from checker.model import ModelHooks, Property, hooks
 from checker.progress import ProgressInfo, as_progress
 from checker.result import Exploration, Result, StopReason
-from checker.snapshot import SnapshotMismatch, read_snapshot, write_snapshot
+from checker.snapshot import (
+    SnapshotMismatch,
+    check_payload,
+    model_packages,
+    read_snapshot,
+    write_snapshot,
+)
 from checker.trace import Step, Trace
 
 __all__ = ["explore", "bytes_per_state", "SnapshotMismatch", "ENGINE"]
@@ -121,7 +127,9 @@ class _Search:
         self.check_every = 64  # parents between periodic checks, adapted to ~50 ms
         self.countdown = 1
         # Run-time settings (not saved).
-        self.interrupted = 0  # SIGINTs received
+        self.interrupted = 0  # SIGINTs and SIGTERMs received
+        self.signal = 0  # the last of them
+        self.max_memory: int | None = None
         self.hard_interrupt = False
         self._inits: list[Any] | None = None
 
@@ -145,6 +153,9 @@ class _Search:
 
     def all_decided(self) -> bool:
         return bool(self.props) and len(self.found) == len(self.props)
+
+    def interrupt_reason(self) -> StopReason:
+        return "terminate" if self.signal == signal.SIGTERM else "interrupt"
 
     def transitions(self) -> int:
         return sum(self.coverage.values())
@@ -261,7 +272,7 @@ class _Search:
                 # A second Ctrl-C may land anywhere, even between two bookkeeping steps:
                 # do not trust the structures enough to snapshot them.
                 self.hard_interrupt = True
-            return "interrupt"
+            return self.interrupt_reason()
         except OverflowError:
             # A transition index did not fit the level's array: widen it and redo the parent.
             self.rollback(pi, s)
@@ -321,11 +332,13 @@ class _Search:
         elif dt > 0.1 and self.check_every > 1:
             self.check_every //= 2
         if self.interrupted:
-            return "interrupt"
+            return self.interrupt_reason()
         if self.stop_when_decided and self.all_decided():
             return "decided"
         if now >= self.deadline:
             return "max_seconds"
+        if self.max_memory is not None and resident_bytes() > self.max_memory:
+            return "max_memory"
         if now - self.t_progress >= 0.25:
             self.report(now)
         if self.save_path is not None and now - self.t_save >= self.mid_level_save_every:
@@ -361,8 +374,10 @@ class _Search:
         save: str | os.PathLike[str] | None,
         save_every: float,
         stop_when_decided: bool,
+        max_memory: int | None = None,
     ) -> StopReason | None:
         now = time.perf_counter()
+        self.max_memory = max_memory
         self.t_run = self.t_check = self.t_save = now
         self.t_progress = now - 1.0
         self.cap = max_states if max_states is not None else 1 << 62
@@ -381,7 +396,7 @@ class _Search:
                 # Too many initial states, or Ctrl-C before the first level: nothing to keep.
                 self.seen, self.found = set(), {}
                 if isinstance(e, KeyboardInterrupt):
-                    return "interrupt"
+                    return self.interrupt_reason()
                 return "max_states"
         level_start = time.perf_counter()
         while not self.done:
@@ -399,9 +414,11 @@ class _Search:
                 self.report(now, level_done=True, level_seconds=now - level_start)
                 level_start = now
                 if self.interrupted:
-                    return "interrupt"
+                    return self.interrupt_reason()
                 if now >= self.deadline:
                     return "max_seconds"
+                if self.max_memory is not None and resident_bytes() > self.max_memory:
+                    return "max_memory"
                 if save is not None and now - self.t_save >= save_every:
                     self.save(save)
                 continue
@@ -434,8 +451,10 @@ class _Search:
             path,
             {
                 "salt": self.h.fingerprint_salt,
-                "properties": [(p.name, p.kind) for p in self.props],
+                "properties": [[p.name, p.kind] for p in self.props],
                 "exact": self.exact,
+            },
+            {
                 "init_fps": [self.fp(self.h.canonical(t)) for t in self.inits()[:16]],
                 "seen": seen,
                 "levels_par": self.levels_par,
@@ -457,16 +476,19 @@ class _Search:
     def load(
         cls, path: str | os.PathLike[str], h: ModelHooks, props: Sequence[Property], exact: bool
     ) -> _Search:
-        doc = read_snapshot(path, h.fingerprint_salt)
-        mine = [(p.name, p.kind) for p in props]
-        theirs = [tuple(x) for x in doc["properties"]]
+        head, doc = read_snapshot(path, h.fingerprint_salt, model_packages(h.model))
+        mine = [[p.name, p.kind] for p in props]
+        theirs = head.get("properties")
         if theirs != mine:
+            names = [x[0] for x in theirs] if isinstance(theirs, list) and all(
+                isinstance(x, list) and x for x in theirs) else theirs
             raise SnapshotMismatch(
-                f"snapshot {path} checks properties {[n for n, _ in theirs]}, "
+                f"snapshot {path} checks properties {names!r:.300}, "
                 f"not {[n for n, _ in mine]}"
             )
-        if doc["exact"] != exact:
-            raise SnapshotMismatch(f"snapshot {path} was made with exact={doc['exact']}")
+        if head.get("exact") != exact:
+            raise SnapshotMismatch(f"snapshot {path} was made with exact={head.get('exact')}")
+        check_payload(path, doc, len(props), exact)
         self = cls(h, props, exact)
         if [self.fp(h.canonical(t)) for t in self.inits()[:16]] != doc["init_fps"]:
             raise SnapshotMismatch(
@@ -617,6 +639,10 @@ class _Search:
             return f"max_seconds reached; {within}"
         if stopped_by == "interrupt":
             return f"interrupted; {within}"
+        if stopped_by == "terminate":
+            return f"terminated (SIGTERM); {within}"
+        if stopped_by == "max_memory":
+            return f"max_memory={self.max_memory:,} bytes reached; {within}"
         if stopped_by == "decided":
             return "exploration stopped once every property was decided"
         return ""
@@ -687,30 +713,47 @@ def _label(h: ModelHooks, s: Any, lines: int = 24) -> str:
 
 
 class _SigintFlag:
-    """First Ctrl-C: ask the engine to stop at the next check; second: KeyboardInterrupt."""
+    """First Ctrl-C or SIGTERM: ask the engine to stop at the next check (with a snapshot
+    when saving); a second: KeyboardInterrupt, which cuts the model itself."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, search: _Search) -> None:
         self.search = search
-        self.previous: Any = None
-        self.installed = False
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _SigintFlag:
         if threading.current_thread() is threading.main_thread():
-            try:
-                self.previous = signal.signal(signal.SIGINT, self.handler)
-                self.installed = True
-            except (ValueError, OSError):  # not allowed here (embedded interpreter...)
-                self.installed = False
+            for sig in self.SIGNALS:
+                try:
+                    self.previous[sig] = signal.signal(sig, self.handler)
+                except (ValueError, OSError):  # not allowed here (embedded interpreter...)
+                    pass
         return self
 
     def handler(self, signum: int, frame: Any) -> None:
         self.search.interrupted += 1
+        self.search.signal = signum
         if self.search.interrupted >= 2:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc: Any) -> None:
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, prev in self.previous.items():
+            signal.signal(sig, prev)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (one small read of /proc/self/statm)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _check_properties(properties: Iterable[Property]) -> list[Property]:
@@ -753,12 +796,14 @@ def explore(
     keep_graph: bool = False,
     exact: bool = False,
     save_every: float = 10.0,
+    max_memory: int | None = None,
 ) -> Exploration:
     """Explore `model` breadth-first over canonical states, checking every property.
 
     Stops when the space is exhausted, when every property is decided (`stop_when_decided`,
     at the next parent boundary), at a bound (`max_states` distinct states, states deeper than
-    `max_depth`, `max_seconds` of this run) or at Ctrl-C (a second Ctrl-C interrupts the model
+    `max_depth`, `max_seconds` of this run, `max_memory` bytes resident) or at Ctrl-C or
+    SIGTERM (a second one interrupts the model
     itself). Bounded and interrupted runs give ``unknown`` for undecided properties.
 
     `save`: snapshot path, written at level boundaries at most every `save_every` seconds,
@@ -783,11 +828,12 @@ def explore(
                     save=save,
                     save_every=save_every,
                     stop_when_decided=stop_when_decided,
+                    max_memory=max_memory,
                 )
             except KeyboardInterrupt:
                 # Outside the hot loop (in a progress display, a level boundary...).
                 search.hard_interrupt = True
-                stopped_by = "interrupt"
+                stopped_by = search.interrupt_reason()
         written = None
         if save is not None and not search.hard_interrupt and search.started:
             search.save(save)

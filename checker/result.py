@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from checker.trace import Trace
 
 Verdict = Literal["holds", "violated", "proved", "unknown", "reached", "unreached"]
-StopReason = Literal["max_states", "max_depth", "max_seconds", "interrupt", "decided"]
+StopReason = Literal[
+    "max_states", "max_depth", "max_seconds", "max_memory", "interrupt", "terminate", "decided"
+]
 
 # Verdicts that mean "the property is fine" / "the property is not".
 PASSED: frozenset[str] = frozenset({"holds", "proved", "reached"})

@@ -219,7 +219,11 @@ def load_itf(path: str | os.PathLike[str]) -> dict[str, Any]:
     Each state is a dict ``var -> value`` decoded to plain Python, plus ``"#index"``.
     """
     with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+        return decode_itf(json.load(f))
+
+
+def decode_itf(doc: dict[str, Any]) -> dict[str, Any]:
+    """`load_itf` on an ITF document already parsed from JSON."""
     states = []
     for i, raw in enumerate(doc.get("states", [])):
         st = {k: from_itf_value(v) for k, v in raw.items() if k != "#meta"}

@@ -1,3 +1,3 @@
-from crmodel.cli import main
+from crmodel.entry import main
 
 main()

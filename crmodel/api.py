@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import checker
-from checker.model import Property
+from checker.model import Property, hooks
 from checker.progress import auto_progress
 from checker.result import Exploration, Result
+from checker.snapshot import SnapshotMismatch, check_overwritable
 from checker.trace import Trace
-from model.config import PRESETS, Config, ConfigError, load
+from crmodel import validate
+from crmodel.validate import SnapshotError, UsageError
+from model.config import PRESETS, Config
 from model.system import CrModel
 from model.variants import VARIANTS, Variant
 from specs import SPECS, Spec
@@ -29,26 +32,13 @@ from specs import SPECS, Spec
 ENGINES = ("explicit", "z3")
 
 
-class UsageError(ValueError):
-    """A bad name or value given by the user: the CLI prints it on one line, exit 2."""
-
-
 def config(spec: str | Config) -> Config:
-    if isinstance(spec, Config):
-        return spec
-    try:
-        return load(spec)
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
+    """A preset name, a TOML file or a `Config`, validated (a UsageError if bad)."""
+    return validate.config(spec)
 
 
 def _pick(names: Sequence[str] | None, known: dict, what: str) -> list[str]:
-    if not names:
-        return list(known)
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise UsageError(f"unknown {what} {bad[0]!r}; known: {', '.join(known)}")
-    return list(dict.fromkeys(names))
+    return validate.names(names, list(known), what)
 
 
 def properties(spec_names: Sequence[str]) -> list[Property]:
@@ -153,13 +143,13 @@ class Report:
 
 
 def _explore_one(args: tuple) -> tuple[str, Exploration, float]:
-    cfg, vname, spec_names, bounds, show, save, resume, live, save_every = args
+    cfg, vname, spec_names, bounds, show, save, resume, live, save_every, mem = args
     m = CrModel(cfg, VARIANTS[vname])
     progress = auto_progress(sys.stderr, title=vname, live=live) if show else None
     t0 = time.perf_counter()
     ex = checker.explore(
         m, properties(spec_names), progress=progress, save=save, resume=resume,
-        stop_when_decided=False, save_every=save_every, **bounds,
+        stop_when_decided=False, save_every=save_every, max_memory=mem, **bounds,
     )
     return vname, ex, time.perf_counter() - t0
 
@@ -183,6 +173,7 @@ def check(
     proof_size: str | None = None,
     z3_timeout: float | None = None,
     z3_cache: bool = True,
+    max_memory: int | str | None = None,
 ) -> Report:
     """Explore each variant once (all chosen specs in one pass) and compare every verdict
     with the spec's expectation. `progress` shows each run's progress on stderr (a live line
@@ -191,25 +182,49 @@ def check(
     vnames = _pick(variants, VARIANTS, "variant")
     snames = _pick(specs, SPECS, "spec")
     if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+        raise UsageError(f"unknown engine {engine!r:.60}; known: {', '.join(ENGINES)}")
+    max_states = validate.count("--max-states", max_states, 1)
+    max_depth = validate.count("--max-depth", max_depth, 0)
+    max_seconds = validate.seconds("--max-seconds", max_seconds)
+    save_every = validate.seconds("--save-every", save_every, zero=True, infinite=True)
+    z3_timeout = validate.seconds("--z3-timeout", z3_timeout)
+    jobs = validate.count("--jobs", jobs, 1, 256)
+    mem = validate.memory("--max-memory", max_memory)
+    if mem is None:
+        mem = validate.default_memory()
+    if proof_size is not None and not isinstance(proof_size, str):
+        raise UsageError(f"--proof-size = {proof_size!r:.60}: must be text IN,OUT,FDS,FILES")
     if engine == "z3":
         from crmodel import z3run  # heavy import only when asked
 
         if save or resume or max_states or max_depth or max_seconds:
             raise UsageError("--save/--resume/--max-* belong to the explicit engine; the z3 "
                              "engine is bounded by --proof-size and --z3-timeout")
-        size = z3run.parse_size(proof_size) if proof_size else z3run.PROOF_SIZE
+        size = z3run.parse_size(proof_size) if proof_size is not None else z3run.PROOF_SIZE
+        validate.output_dir(traces_dir, "--traces")
         return z3run.check(cfg, vnames, snames if specs else None, traces_dir=traces_dir,
                            size=size, timeout=z3_timeout or z3run.TIMEOUT, jobs=jobs,
                            progress=progress, cache_dir=z3run.CACHE_DIR if z3_cache else None)
-    if proof_size or z3_timeout:
+    if proof_size is not None or z3_timeout is not None:
         raise UsageError("--proof-size and --z3-timeout belong to --engine z3")
     if (save or resume) and len(vnames) > 1:
         raise UsageError("--save/--resume need exactly one --variant")
+    # Every output checked before the exploration: a bad path found at the end loses it.
+    validate.output_dir(traces_dir, "--traces")
+    validate.output_file(save, "--save")
+    if save is not None:
+        salt = hooks(CrModel(cfg, VARIANTS[vnames[0]])).fingerprint_salt
+        try:
+            check_overwritable(save, salt)
+        except SnapshotMismatch as e:
+            raise SnapshotError(validate.one_line(str(e))) from None
+    if resume is not None:
+        validate.input_file(resume, "--resume")
     bounds = {"max_states": max_states, "max_depth": max_depth, "max_seconds": max_seconds}
     parallel = jobs > 1 and len(vnames) > 1
     jobs_args = [
-        (cfg, v, snames, bounds, progress, save, resume, not parallel, save_every) for v in vnames
+        (cfg, v, snames, bounds, progress, save, resume, not parallel, save_every, mem)
+        for v in vnames
     ]
     explorations: dict[str, Exploration] = {}
     if parallel:
@@ -221,7 +236,10 @@ def check(
                     on_variant(vname, ex)
     else:
         for a in jobs_args:
-            vname, ex, _ = _explore_one(a)
+            try:
+                vname, ex, _ = _explore_one(a)
+            except SnapshotMismatch as e:
+                raise SnapshotError(validate.one_line(str(e))) from None
             explorations[vname] = ex
             if on_variant:
                 on_variant(vname, ex)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 from rich import box
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from checker.snapshot import SnapshotMismatch
 from crmodel import api
+from crmodel.validate import one_line
 from specs import SPECS
 
 err_console = Console(stderr=True)
@@ -31,14 +31,14 @@ class _Group(click.Group):
             return super().main(*args, **kwargs)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
-            click.echo("interrupted", err=True)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            click.echo("crmodel: interrupted", err=True)
             sys.exit(130)
         except click.ClickException as e:
             click.echo(f"crmodel: {e.format_message()}", err=True)
             sys.exit(2)
-        except (api.UsageError, SnapshotMismatch, FileNotFoundError) as e:
-            click.echo(f"crmodel: {e}", err=True)
+        except (api.UsageError, SnapshotMismatch) as e:
+            click.echo(f"crmodel: {one_line(str(e))}", err=True)
             sys.exit(2)
 
 
@@ -56,34 +56,37 @@ def main() -> None:
               show_default=True, help="Explicit BFS, or z3 (proofs, then BMC).")
 @click.option("--proof-size", metavar="IN,OUT,FDS,FILES",
               help="z3: the size proofs cover [default: 2,2,8,8].")
-@click.option("--z3-timeout", type=click.FloatRange(min=0.001), metavar="SECONDS",
+@click.option("--z3-timeout", type=float, metavar="SECONDS",
               help="z3: seconds per query; a timeout is a failure [default: 600].")
 @click.option("--no-z3-cache", is_flag=True,
               help="z3: solve every query (default: reuse unsat answers to identical "
               "formulas kept in .crmodel-cache/z3).")
-@click.option("--max-states", type=click.IntRange(min=1), help="Stop after this many states.")
-@click.option("--max-depth", type=click.IntRange(min=0), help="Stop at this BFS depth.")
-@click.option("--max-seconds", type=click.FloatRange(min=0.001), help="Stop after this time.")
-@click.option("--traces", "traces_dir", type=click.Path(file_okay=False),
+@click.option("--max-states", type=int, help="Stop after this many states.")
+@click.option("--max-depth", type=int, help="Stop at this BFS depth.")
+@click.option("--max-seconds", type=float, help="Stop after this time.")
+@click.option("--traces", "traces_dir", type=click.Path(),
               help="Write every trace as <variant>__<spec>.itf.json and .txt here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
+@click.option("--jobs", type=int, default=None,
               help="Parallel processes: over variants (explicit), over a proof's "
               "obligations (z3) [default: cores].")
-@click.option("--save", type=click.Path(dir_okay=False),
+@click.option("--save", type=click.Path(),
               help="Write a resumable snapshot here (one variant only).")
-@click.option("--resume", type=click.Path(dir_okay=False, exists=True),
+@click.option("--resume", type=click.Path(),
               help="Continue from a snapshot (same config, variant, specs, code).")
-@click.option("--save-every", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
+@click.option("--save-every", type=float, default=10.0, show_default=True,
               help="Seconds between snapshots (written at BFS level boundaries).")
+@click.option("--max-memory", metavar="SIZE",
+              help="Stop before the process holds this much memory, e.g. 4G or 50% "
+              "[default: 80% of the memory available at start].")
 @click.option("--show-traces", is_flag=True,
               help="Print every counterexample as text (default: the baseline's only).")
 def check(cfg, variants, specs, engine, proof_size, z3_timeout, no_z3_cache, max_states,
           max_depth, max_seconds, traces_dir, as_json, jobs, save, resume, save_every,
-          show_traces) -> None:
+          max_memory, show_traces) -> None:
     """Explore the model and compare each (variant, spec) verdict with its expectation."""
     config = api.config(cfg)
-    jobs = jobs or min(os.cpu_count() or 1, 2)
+    jobs = jobs if jobs is not None else min(os.cpu_count() or 1, 2)
     # Logs and pipes get a wide console so the verdict table is never cut.
     out = Console(stderr=as_json, width=None if sys.stdout.isatty() else 150)
 
@@ -101,11 +104,18 @@ def check(cfg, variants, specs, engine, proof_size, z3_timeout, no_z3_cache, max
         max_seconds=max_seconds, traces_dir=traces_dir, save=save,
         resume=resume, jobs=jobs, on_variant=done, progress=not as_json, save_every=save_every,
         proof_size=proof_size, z3_timeout=z3_timeout, z3_cache=not no_z3_cache,
+        max_memory=max_memory,
     )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         _print_report(out, report, show_traces)
+    stops = {ex.stopped_by for ex in report.explorations.values()}
+    # A run cut by a signal exits as the shell expects (128 + the signal), after the figures.
+    if "terminate" in stops:
+        sys.exit(143)
+    if "interrupt" in stops:
+        sys.exit(130)
     sys.exit(0 if report.ok else 1)
 
 
@@ -209,14 +219,12 @@ def configs_cmd(as_json: bool) -> None:
 
 
 @main.command("trace")
-@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@click.argument("path")
 def trace_cmd(path: str) -> None:
     """Print a trace written by `check --traces` (the .itf.json file) as text."""
-    p = Path(path)
-    txt = p.with_name(p.name.replace(".itf.json", ".txt"))
-    if not txt.exists():
-        raise api.UsageError(f"{path}: no text rendering beside it ({txt.name})")
-    click.echo(txt.read_text())
+    from crmodel.notebook import load_trace
+
+    click.echo(load_trace(path).text())
 
 
 def _add_commands() -> None:

@@ -30,10 +30,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from checker.trace import Step, load_itf
+from checker.trace import Step, decode_itf
 from crmodel import api
 from crmodel.docs import errname, narrate, story
 from crmodel.render import Picture, render_state
+from crmodel.validate import UsageError, itf_document, one_line
 from model.checkpoint import _ref_users
 from model.config import Config, validate
 from model.flags import flags_str, fmode_str
@@ -365,24 +366,35 @@ def load_trace(path: str | Path, cfg: str | Config | None = None,
     the actions are also re-run through the model from its initial state, and a state that
     differs from the file's raises ValueError."""
     p = Path(path)
-    doc = load_itf(p)
+    raw = itf_document(p)
     if variant is None:
         guess = p.name.split("__")[0]
         variant = VARIANTS.get(guess, LINUXCR)
     elif isinstance(variant, str):
-        variant = VARIANTS[variant]
+        variant = api.model("tiny", variant).variant
     steps = []
-    for st in doc["states"]:
-        w = world_from_json({k: st[k] for k in ("tasks", "tables", "files", "steps", "cr")})
-        steps.append(Step(_action(st), w))
+    try:
+        doc = decode_itf(raw)
+        for st in doc["states"]:
+            w = world_from_json({k: st[k] for k in ("tasks", "tables", "files", "steps", "cr")})
+            steps.append(Step(_action(st), w))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+        raise UsageError(
+            f"trace {str(p)!r}: state {len(steps)} is not a crmodel state "
+            f"({type(e).__name__}: {one_line(str(e), 80)}); an ITF trace from "
+            "`crmodel check --traces` is wanted") from None
     spec = doc["meta"].get("property")
     conf = None
     if cfg is not None:
         conf = api.config(cfg)
-        replayed = replay(CrModel(conf, variant), [s.action for s in steps[1:]])
+        try:
+            replayed = replay(CrModel(conf, variant), [s.action for s in steps[1:]])
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise UsageError(f"{p.name}: {one_line(str(e), 120)} when re-run under config "
+                             f"{conf.name}, variant {variant.name}") from None
         for i, (a, b) in enumerate(zip(replayed, steps, strict=True)):
             if a.state != b.state:
-                raise ValueError(f"{p.name}: step {i} differs when re-run under config "
+                raise UsageError(f"{p.name}: step {i} differs when re-run under config "
                                  f"{conf.name}, variant {variant.name}")
     return TraceView(steps, variant, spec, conf, source=p.name)
 

@@ -636,15 +636,21 @@ def graph_command(out: Path, cfg: str, variant: str, trace_path: str | None, spe
     trace (--trace FILE or --spec NAME)."""
     from crmodel import api
     from crmodel.notebook import load_trace
+    from crmodel.validate import UsageError, output_file
 
     if out.suffix.lower() not in (".graphml", ".xml", ".dot", ".gv"):
         raise click.UsageError(f"{out}: the file name must end in .graphml or .dot")
+    output_file(out, "graph output")
     conf = api.config(cfg)
     v = api.model(conf, variant).variant
     steps = None
     if trace_path and spec:
         raise click.UsageError("give --trace or --spec, not both")
     if trace_path:
+        try:
+            load_trace(trace_path, variant=v)  # an ITF trace of the model's states?
+        except UsageError as e:
+            raise click.UsageError(str(e)) from None
         try:  # re-run through the model: a trace of another config or variant is refused
             steps = load_trace(trace_path, conf, v).steps
         except ValueError as e:

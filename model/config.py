@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from model.flags import ACC_NAMES, FLAG_NAMES, O_APPEND, O_NONBLOCK, O_RDONLY, O_RDWR, flags_str
@@ -167,39 +166,75 @@ _INT_BOUNDS = {
 }
 
 
+_SETTABLE = 0
+for _n, _v in FLAG_NAMES.items():
+    if _n != "O_LARGEFILE":
+        _SETTABLE |= _v
+_NAME_LISTS = {"kinds": KINDS, "disabled": ENV_ACTIONS, "outside_acts_after": RACE_PHASES}
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def validate(cfg: Config) -> Config:
-    """Refuse out-of-range values with a message naming the key and what is allowed."""
+    """Refuse wrong types and out-of-range values with a message naming the key and what is
+    allowed; return the config with every sequence made a tuple (a `Config` built in Python
+    with lists is accepted)."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"config: a Config or a preset name, not {type(cfg).__name__}")
     for key, (lo, hi) in _INT_BOUNDS.items():
         v = getattr(cfg, key)
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise ConfigError(f"{key} = {v!r}: must be an integer from {lo} to {hi}")
-    for k in cfg.kinds:
-        if k not in KINDS:
-            raise ConfigError(f"kinds: unknown kind {k!r}; allowed: {', '.join(KINDS)}")
-    for p in cfg.outside_acts_after:
-        if p not in RACE_PHASES:
-            raise ConfigError(f"outside_acts_after: unknown phase {p!r}; allowed: "
-                              + ", ".join(RACE_PHASES))
-    for a in cfg.disabled:
-        if a not in ENV_ACTIONS:
-            raise ConfigError(f"disabled: unknown action {a!r}; allowed: {', '.join(ENV_ACTIONS)}")
-    if not cfg.access_modes:
-        raise ConfigError("access_modes: give at least one of " + ", ".join(ACC_NAMES))
-    if not cfg.open_flags:
-        raise ConfigError("open_flags: give at least one flag set (an empty list [] is one)")
-    return cfg
+        if not _int(v) or not lo <= v <= hi:
+            raise ConfigError(f"{key} = {v!r:.60}: must be an integer from {lo} to {hi}")
+    fixed: dict[str, Any] = {}
+    for key, allowed in _NAME_LISTS.items():
+        v = getattr(cfg, key)
+        if not isinstance(v, tuple | list) or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{key} = {v!r:.60}: must be a list of names from "
+                              + ", ".join(allowed))
+        for x in v:
+            if x not in allowed:
+                raise ConfigError(f"{key}: unknown name {x!r:.60}; allowed: {', '.join(allowed)}")
+        fixed[key] = tuple(v)
+    if not fixed["kinds"]:
+        raise ConfigError("kinds = []: give at least one of " + ", ".join(KINDS))
+    acc = cfg.access_modes
+    accs = set(ACC_NAMES.values())
+    if not isinstance(acc, tuple | list) or not all(_int(a) and a in accs for a in acc):
+        raise ConfigError(f"access_modes = {acc!r:.60}: must be a list of access modes "
+                          f"({', '.join(f'{n}={v}' for n, v in ACC_NAMES.items())})")
+    if not acc:
+        raise ConfigError("access_modes = []: give at least one of " + ", ".join(ACC_NAMES))
+    fixed["access_modes"] = tuple(acc)
+    for key in ("open_flags", "setfl_flags"):
+        v = getattr(cfg, key)
+        if not isinstance(v, tuple | list) or not all(_int(x) and not x & ~_SETTABLE
+                                                       for x in v):
+            raise ConfigError(f"{key} = {v!r:.60}: must be a list of flag sets, each an int of "
+                              f"the bits {', '.join(n for n in FLAG_NAMES if n != 'O_LARGEFILE')}")
+        fixed[key] = tuple(v)
+    if not fixed["open_flags"]:
+        raise ConfigError("open_flags = []: give at least one flag set (an empty set [] is one)")
+    if not isinstance(cfg.open_cloexec, bool):
+        raise ConfigError(f"open_cloexec = {cfg.open_cloexec!r:.60}: must be true or false")
+    if not isinstance(cfg.name, str) or not isinstance(cfg.doc, str):
+        raise ConfigError("name and doc: must be strings")
+    if all(getattr(cfg, k) is v for k, v in fixed.items()):
+        return cfg
+    return dataclasses.replace(cfg, **fixed)
 
 
 def _parse_flag_sets(key: str, value: Any) -> tuple[int, ...]:
-    allowed = ", ".join(FLAG_NAMES)
+    allowed = ", ".join(n for n in FLAG_NAMES if n != "O_LARGEFILE")
     if not isinstance(value, list) or not all(isinstance(s, list) for s in value):
         raise ConfigError(f"{key}: must be a list of flag lists, e.g. [[], [\"O_APPEND\"]]")
     out = []
     for s in value:
         bits = 0
         for n in s:
-            if n not in FLAG_NAMES or n == "O_LARGEFILE":
-                raise ConfigError(f"{key}: unknown flag {n!r}; allowed: {allowed}")
+            if not isinstance(n, str) or n not in FLAG_NAMES or n == "O_LARGEFILE":
+                raise ConfigError(f"{key}: unknown flag {n!r:.60}; allowed: {allowed}")
             bits |= FLAG_NAMES[n]
         out.append(bits)
     return tuple(out)
@@ -208,47 +243,39 @@ def _parse_flag_sets(key: str, value: Any) -> tuple[int, ...]:
 def from_dict(data: dict[str, Any], name: str = "custom") -> Config:
     """Build a config from TOML-shaped data; unknown keys and bad values are refused."""
     base_name = data.get("base", "default")
-    if base_name not in PRESETS:
-        raise ConfigError(f"base = {base_name!r}: must be one of {', '.join(PRESETS)}")
+    if not isinstance(base_name, str) or base_name not in PRESETS:
+        raise ConfigError(f"base = {base_name!r:.60}: must be one of {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(Config)} - {"name"}
     kw: dict[str, Any] = {}
     for key, value in data.items():
         if key == "base":
             continue
         if key not in fields:
-            raise ConfigError(f"unknown key {key!r}; allowed: base, {', '.join(sorted(fields))}")
+            raise ConfigError(f"unknown key {key!r:.60}; allowed: base, "
+                              f"{', '.join(sorted(fields))}")
         if key == "access_modes":
-            if not isinstance(value, list) or any(v not in ACC_NAMES for v in value):
-                raise ConfigError(f"access_modes: a list of {', '.join(ACC_NAMES)}")
+            if not isinstance(value, list) or not all(isinstance(v, str) and v in ACC_NAMES
+                                                      for v in value):
+                raise ConfigError(f"access_modes: a list of {', '.join(ACC_NAMES)}, "
+                                  f"not {value!r:.60}")
             kw[key] = tuple(ACC_NAMES[v] for v in value)
         elif key in ("open_flags", "setfl_flags"):
             kw[key] = _parse_flag_sets(key, value)
-        elif key in ("kinds", "disabled", "outside_acts_after"):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{key}: must be a list of names")
-            kw[key] = tuple(value)
-        elif key == "open_cloexec":
-            if not isinstance(value, bool):
-                raise ConfigError("open_cloexec: must be true or false")
-            kw[key] = value
         elif key == "doc":
-            kw[key] = str(value)
-        else:
+            if not isinstance(value, str):
+                raise ConfigError("doc: must be a string")
+            kw[key] = value
+        else:  # ints, name lists and open_cloexec: validate() checks their types
             kw[key] = value
     return validate(dataclasses.replace(PRESETS[base_name], name=name, **kw))
 
 
-def load(spec: str) -> Config:
-    """A preset name, or the path of a TOML file."""
-    if spec in PRESETS:
-        return PRESETS[spec]
-    path = Path(spec)
-    if not path.suffix == ".toml" and not path.exists():
-        raise ConfigError(f"config {spec!r}: not a preset ({', '.join(PRESETS)}) nor a TOML file")
+def parse_toml(text: str, name: str) -> Config:
+    """A config from the text of a TOML file (the caller reads the file)."""
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {spec!r} not found") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {spec!r}: not valid TOML: {e}") from None
-    return from_dict(data, name=path.stem)
+        raise ConfigError(f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply") from None
+    return from_dict(data, name=name)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ import pytest
 import checker.snapshot
 from checker import Exploration, SnapshotMismatch, explore, invariant
 from checker.examples import BuggyMutex, Counters, Procs
+from checker.snapshot import MAGIC
 
 
 def summary(ex: Exploration) -> tuple:
@@ -75,8 +80,7 @@ class InterruptingCanonical(Interrupting):
 
 def check_consistent(path: Path) -> None:
     """A snapshot taken at an interruption is as at a parent boundary."""
-    with open(path, "rb") as f:
-        doc = pickle.load(f)
+    _, doc = checker.snapshot.read_snapshot(path, _salt(path), ("checker",))
     pars, acts = doc["levels_par"], doc["levels_act"]
     assert [len(p) for p in pars] == [len(a) for a in acts]
     assert len(doc["seen"]) == sum(len(p) for p in pars)
@@ -237,14 +241,150 @@ def test_unstable_fingerprints_refused(tmp_path: Path) -> None:
 
 def test_garbage_snapshot_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.pkl"
-    path.write_bytes(b"not a pickle")
-    with pytest.raises(SnapshotMismatch, match="cannot read"):
+    path.write_bytes(b"not a snapshot")
+    with pytest.raises(SnapshotMismatch, match="not a crmodel snapshot"):
         explore(Counters(5), resume=path)
     path.write_bytes(pickle.dumps({"hello": 1}))
+    with pytest.raises(SnapshotMismatch, match="not a crmodel snapshot"):
+        explore(Counters(5), resume=path)
+    path.write_bytes(MAGIC + b'{"format": "other"}\n')
     with pytest.raises(SnapshotMismatch, match="not a checker snapshot"):
         explore(Counters(5), resume=path)
     with pytest.raises(FileNotFoundError):
         explore(Counters(5), resume=tmp_path / "missing.pkl")
+
+
+# --- tampering: refused before decoding, or by the decoded structure's checks ---------------
+
+
+def _split(path: Path) -> tuple[dict, bytes]:
+    raw = path.read_bytes()
+    assert raw.startswith(MAGIC)
+    line, payload = raw[len(MAGIC):].split(b"\n", 1)
+    return json.loads(line), payload
+
+
+def _salt(path: Path) -> str:
+    return _split(path)[0]["salt"]
+
+
+def _rewrite(path: Path, payload: bytes, **head_changes: Any) -> None:
+    """The snapshot with another payload and a checksum that matches it (what a deliberate
+    forger would write: the checksum only catches accidents)."""
+    head, _ = _split(path)
+    head.update(payload_bytes=len(payload), payload_sha256=hashlib.sha256(payload).hexdigest(),
+                **head_changes)
+    path.write_bytes(MAGIC + json.dumps(head).encode() + b"\n" + payload)
+
+
+@pytest.fixture()
+def snap(tmp_path: Path) -> Path:
+    path = tmp_path / "s.snap"
+    m = Counters(9)
+    ex = explore(m, m.properties(), save=path, max_states=30, stop_when_decided=False)
+    assert ex.snapshot == str(path)
+    return path
+
+
+def resume(path: Path) -> Exploration:
+    m = Counters(9)
+    return explore(m, m.properties(), resume=path, stop_when_decided=False)
+
+
+def test_untampered_snapshot_resumes(snap: Path) -> None:
+    assert resume(snap).complete
+
+
+@pytest.mark.parametrize("where", [0, 5, 40, -1, -30])
+def test_flipped_byte_refused(snap: Path, where: int) -> None:
+    raw = bytearray(snap.read_bytes())
+    raw[where] ^= 0x20
+    snap.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotMismatch):
+        resume(snap)
+
+
+@pytest.mark.parametrize("keep", [0, 3, 20, 0.5, 0.99])
+def test_truncated_refused(snap: Path, keep: float) -> None:
+    raw = snap.read_bytes()
+    n = int(len(raw) * keep) if isinstance(keep, float) else keep
+    snap.write_bytes(raw[:n])
+    with pytest.raises(SnapshotMismatch):
+        resume(snap)
+
+
+def test_extended_refused(snap: Path) -> None:
+    snap.write_bytes(snap.read_bytes() + b"\0")
+    with pytest.raises(SnapshotMismatch, match="truncated or extended"):
+        resume(snap)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"level": "x"}, {"pos": -1}, {"pos": 10**9}, {"seen": "abc"}, {"levels_par": [1]},
+     {"found": {0: {"level": 99, "index": 0, "states": 0, "transitions": 0, "seconds": 0.0}}},
+     {"seconds": float("nan")}, {"done": 1}, {"extra": 1}, {"frontier": None}],
+    ids=str,
+)
+def test_well_checksummed_but_malformed_refused(snap: Path, change: dict) -> None:
+    _, doc = checker.snapshot.read_snapshot(snap, _salt(snap), ("checker",))
+    doc.update(change)
+    _rewrite(snap, pickle.dumps(doc))
+    with pytest.raises(SnapshotMismatch, match="malformed"):
+        resume(snap)
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_runs_no_code(snap: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "pwned"
+    # 1. a callable from the standard library
+    _rewrite(snap, pickle.dumps({"seen": _Evil(marker)}))
+    with pytest.raises(SnapshotMismatch, match="not admitted"):
+        resume(snap)
+    # 2. a module that runs code when imported: never imported
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass T: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _rewrite(snap, b"\x80\x04\x8c\x07evilmod\x8c\x01T\x93)R.")
+    with pytest.raises(SnapshotMismatch, match="not admitted"):
+        resume(snap)
+    # 3. a function reached through an admitted package (a dotted name, a non-type)
+    for mod, name in [("checker.examples", "Counters.successors"), ("checker.snapshot", "os"),
+                      ("builtins", "eval"), ("checker.explicit", "explore")]:
+        _rewrite(snap, b"\x80\x04\x8c" + bytes([len(mod)]) + mod.encode() + b"\x8c"
+                 + bytes([len(name)]) + name.encode() + b"\x93)R.")
+        with pytest.raises(SnapshotMismatch, match="not admitted"):
+            resume(snap)
+    assert not marker.exists()
+    assert "evilmod" not in sys.modules
+
+
+def test_other_run_header_refused_before_decoding(snap: Path) -> None:
+    _rewrite(snap, b"garbage that would not decode", salt="Counters(n=4)")
+    with pytest.raises(SnapshotMismatch, match="Counters"):
+        resume(snap)
+
+
+def test_kill_leftovers_removed(tmp_path: Path) -> None:
+    """A process killed while writing leaves `.<name>.crmodel-tmp.<pid>`; the next write
+    removes it (if that process is gone) and leaves other files alone."""
+    path = tmp_path / "s.snap"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".s.snap{checker.snapshot.TMP_MARK}{dead.pid}"
+    left.write_bytes(b"partial")
+    other = tmp_path / ".t.snap.crmodel-tmp.1"
+    other.write_bytes(b"someone else's")
+    explore(Counters(5), save=path, max_states=10)
+    assert not left.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "s.snap"]
 
 
 def test_snapshot_written_atomically(tmp_path: Path) -> None:

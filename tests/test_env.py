@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from crmodel.validate import UsageError
+from crmodel.validate import config as load
 from model import config as cfgmod
-from model.config import PRESETS, Config, ConfigError, from_dict, load
+from model.config import PRESETS, Config, ConfigError, from_dict
 from model.env import CAN_POLL, SYSCALLS, Outcome, apply, env_actions, initial_world
 from model.flags import (
     FMODE_LSEEK,
@@ -853,17 +855,17 @@ def test_config_refuses_bad_keys_and_values(data: dict, key: str) -> None:
 
 
 def test_config_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not a preset"):
+    with pytest.raises(UsageError, match="not a preset"):
         load("nosuchpreset")
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(UsageError, match="not found"):
         load(str(tmp_path / "missing.toml"))
     bad = tmp_path / "bad.toml"
     bad.write_text("max_fds = = 3\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(UsageError, match="not valid TOML"):
         load(str(bad))
     wrong = tmp_path / "wrong.toml"
     wrong.write_text("colour = 3\n")
-    with pytest.raises(ConfigError, match="colour"):
+    with pytest.raises(UsageError, match="colour"):
         load(str(wrong))
 
 

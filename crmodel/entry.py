@@ -1,0 +1,15 @@
+"""The `crmodel` command's entry point: a Ctrl-C while the heavy modules are still being
+imported ends the process with exit 130 and one line, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        from crmodel.cli import main as cli_main
+    except KeyboardInterrupt:
+        print("crmodel: interrupted while starting", file=sys.stderr)
+        sys.exit(130)
+    cli_main()
