@@ -347,4 +347,17 @@ def visited(w: World, v: Variant) -> World:
     return _finished(w.cr._replace(phase=DONE, objhash=()))
 
 
+def kernel_count(w: World, v: Variant, objtype: int, ptr: int) -> int | None:
+    """The count the contained check compares an object's `users` with under `v`, or None
+    for a type it never compares (a pipe's INODE, unless the variant gives it ref_users)."""
+    return _ref_users(w, v, objtype, ptr)
+
+
+def leaks(w: World, v: Variant) -> list[tuple[int, ObjEntry, int]]:
+    """What the contained check would refuse now: (objref, entry, kernel count) for every
+    hashed object whose `users` differ from the kernel's count."""
+    return [(w.cr.objhash.index(e) + 1, e, _ref_users(w, v, e.objtype, e.ptr) or 0)
+            for e in _leaks(w, v)]
+
+
 CHECKPOINT_STEPS = {FROZEN: "collect", COLLECTED: "contained", CHECKED: "write", WRITTEN: "visited"}

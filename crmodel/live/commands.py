@@ -1,0 +1,75 @@
+"""The `crmodel scan` command (and the other live-kernel commands): thin layers over
+`crmodel.live`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from crmodel.live import scan as live_scan
+from model.variants import VARIANTS
+
+
+def _variants(names: tuple[str, ...]) -> list[str]:
+    chosen = list(names) or list(live_scan.DEFAULT_VARIANTS)
+    for n in chosen:
+        if n not in VARIANTS:
+            raise click.UsageError(f"unknown variant {n!r} (see `crmodel variants`)")
+    return chosen
+
+
+def _fail(message: str) -> None:
+    click.echo(f"crmodel: {message}", err=True)
+    sys.exit(2)
+
+
+def verdict_lines(vs: list[live_scan.Verdict]) -> list[str]:
+    lines = []
+    for v in vs:
+        head = f"{v.variant}: {v.verdict}"
+        if v.verdict == "refuses":
+            head += f" -{v.errno} at {v.phase}" + (f", objref {v.objref}" if v.objref else "")
+        lines.append(head)
+        lines += [f"    {r}" for r in v.reasons]
+    return lines
+
+
+@click.command("scan")
+@click.argument("pids", nargs=-1, type=int)
+@click.option("--variant", "variants", multiple=True,
+              help="Design variant (repeatable) [default: linuxcr, criu, fixed].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def scan_command(pids: tuple[int, ...], variants: tuple[str, ...], as_json: bool) -> None:
+    """Read processes' open files from /proc and say what each design's checkpoint would do.
+
+    The PIDs are the container; every other process sharing a file, fd table, pipe, pty or
+    socket peer with them is outside. Exit 0 when every chosen variant would succeed, 1 when
+    one refuses, would leak, or cannot judge (not expressible), 2 on bad input."""
+    names = _variants(variants)
+    try:
+        sc = live_scan.scan(list(pids))
+    except live_scan.ScanError as e:
+        _fail(str(e))
+    vs = live_scan.verdicts(sc, names)
+    if as_json:
+        click.echo(json.dumps({
+            "inside": sc.inside, "outside": sc.outside,
+            "processes": {str(p): c for p, c in sc.comms.items()},
+            "descriptors": live_scan.describe(sc),
+            "not_expressible": sc.unexpressible,
+            "verdicts": [v.to_json() for v in vs],
+        }, indent=2))
+    else:
+        click.echo("container: " + ", ".join(sc.who(p) for p in sc.inside))
+        click.echo("outside:   " + (", ".join(sc.who(p) for p in sc.outside) or "none"))
+        for line in live_scan.describe(sc):
+            click.echo("  " + line)
+        if sc.unexpressible:
+            click.echo("not expressible in the model:")
+            for line in sc.unexpressible:
+                click.echo("  " + line)
+        for line in verdict_lines(vs):
+            click.echo(line)
+    sys.exit(live_scan.exit_code(vs))

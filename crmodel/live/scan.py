@@ -1,0 +1,798 @@
+"""Read real processes' fd tables from /proc into a model state, and say what each design's
+checkpoint would do with them.
+
+The given processes are the container; every other process that shares one of their open
+files, fd tables, pipes, ptys or socket peers is outside. Descriptors come from
+`/proc/PID/fd` (links, `stat`), `/proc/PID/fdinfo` (flags with O_CLOEXEC for the
+descriptor, pos, epoll `tfd:` lines, a pty master's `tty-index:`); which descriptors share an
+open file and which tasks share a table come from kcmp; unix socket peers, types and queue
+lengths from sock_diag; the F_SETOWN owner from F_GETOWN on a copy taken with pidfd_getfd.
+`f_mode` is not shown by the kernel: it is derived from the access mode as open() sets it.
+
+What the model cannot express (other file kinds, files off disk filesystems, unlinked files,
+unread socket data, memory-mapped descriptors, ...) is named, and no verdict is guessed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import stat as st_mod
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from crmodel.live import driver
+from model import checkpoint
+from model.flags import FMODE_LSEEK, O_ACCMODE, O_CLOEXEC, acc_fmode, flags_str
+from model.state import (
+    DONE,
+    EMPTY,
+    EPOLL,
+    KIND_NAMES,
+    OBJ_FILE,
+    OBJ_FILE_TABLE,
+    OBJ_NAMES,
+    OBJ_SOCK,
+    OBJ_TTY,
+    PIPE_KINDS,
+    PIPE_R,
+    PIPE_RW,
+    PIPE_W,
+    PTMX,
+    PTS,
+    REG,
+    TIMERFD,
+    UNIX,
+    File,
+    Task,
+    World,
+)
+from model.variants import VARIANTS, Variant
+from model.world import outside_refs
+
+DEFAULT_VARIANTS = ("linuxcr", "criu", "fixed")
+# Filesystems whose files Linux-CR saves by path (generic_file_checkpoint): disk filesystems.
+DISK_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs",
+                     "vfat", "msdos", "exfat", "hfsplus", "nilfs2"})
+KCMP_EPOLL_TFD = 7
+SYS_PIDFD_GETFD = 438
+F_GETOWN = 9
+UDIAG_SHOW_RQLEN = 0x10
+UNIX_DIAG_RQLEN = 4
+SOCK_STREAM = 1
+TCP_ESTABLISHED = 1
+SOCK_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class ScanError(Exception):
+    """Bad input: no such process, not permitted, nothing to scan (one line, exit 2)."""
+
+
+class _Slot(ctypes.Structure):
+    _fields_ = [("efd", ctypes.c_uint32), ("tfd", ctypes.c_uint32), ("toff", ctypes.c_uint32)]
+
+
+def _kcmp(pid1: int, pid2: int, typ: int, idx1: int, idx2: Any) -> int:
+    r = _libc.syscall(ctypes.c_long(312), ctypes.c_long(pid1), ctypes.c_long(pid2),
+                      ctypes.c_long(typ), ctypes.c_long(idx1), idx2)
+    if r < 0:
+        return -1  # the process or descriptor went away meanwhile: not the same
+    return int(r)
+
+
+def _same_file(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return _kcmp(a[0], b[0], driver.KCMP_FILE, a[1], ctypes.c_long(b[1])) == 0
+
+
+def _same_table(p1: int, p2: int) -> bool:
+    return _kcmp(p1, p2, driver.KCMP_FILES, 0, ctypes.c_long(0)) == 0
+
+
+def _epoll_target_is(holder: tuple[int, int], ep: tuple[int, int], tfd: int) -> bool:
+    """kcmp(KCMP_EPOLL_TFD): is the file `holder` holds the one `ep` watches as `tfd`?"""
+    slot = _Slot(ep[1], tfd, 0)
+    return _kcmp(holder[0], ep[0], KCMP_EPOLL_TFD, holder[1],
+                 ctypes.cast(ctypes.pointer(slot), ctypes.c_void_p)) == 0
+
+
+def _owner(pid: int, fd: int) -> int:
+    """F_GETOWN of the open file behind pid's fd, on a copy taken with pidfd_getfd."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return 0
+    try:
+        mine = _libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_long(pidfd),
+                             ctypes.c_long(fd), ctypes.c_long(0))
+        if mine < 0:
+            return 0
+        try:
+            return _libc.fcntl(int(mine), F_GETOWN, ctypes.c_long(0))
+        finally:
+            os.close(int(mine))
+    finally:
+        os.close(pidfd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading /proc
+
+
+@dataclass
+class Desc:
+    """One descriptor as /proc shows it."""
+
+    pid: int
+    fd: int
+    link: str
+    key: tuple[int, int]  # (st_dev, st_ino) of the file it is open on
+    mode: int
+    rdev: int
+    flags: int  # F_GETFL (fdinfo flags without O_CLOEXEC)
+    cloexec: int
+    pos: int
+    mnt_id: int
+    tty_index: int | None
+    tfds: list[tuple[int, int, int]]  # epoll: (tfd, target ino, target st_dev)
+
+
+def _read_fdinfo(pid: int, fd: int) -> dict[str, Any]:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        text = f.read()
+    out: dict[str, Any] = {"pos": 0, "flags": 0, "mnt_id": -1, "tty": None, "tfds": []}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "pos:":
+            out["pos"] = int(parts[1])
+        elif parts[0] == "flags:":
+            out["flags"] = int(parts[1], 8)
+        elif parts[0] == "mnt_id:":
+            out["mnt_id"] = int(parts[1])
+        elif parts[0] == "tty-index:":
+            out["tty"] = int(parts[1])
+        elif parts[0] == "tfd:":
+            fields = dict(p.split(":", 1) for p in parts[3:] if ":" in p)
+            sdev = int(fields.get("sdev", "0"), 16)
+            # the kernel's dev_t (major << 20 | minor) as st_dev encodes it
+            dev = os.makedev(sdev >> 20, sdev & 0xFFFFF)
+            out["tfds"].append((int(parts[1]), int(fields.get("ino", "0"), 16), dev))
+    return out
+
+
+def _list_fds(pid: int, fd_limit: int | None) -> list[int]:
+    fds = sorted(int(x) for x in os.listdir(f"/proc/{pid}/fd"))
+    return [fd for fd in fds if fd_limit is None or fd < fd_limit]
+
+
+def _read_desc(pid: int, fd: int) -> Desc | None:
+    """The descriptor, or None if it was closed meanwhile."""
+    try:
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        st = os.stat(f"/proc/{pid}/fd/{fd}")
+        info = _read_fdinfo(pid, fd)
+    except FileNotFoundError:
+        return None
+    flags = info["flags"]
+    return Desc(pid, fd, link, (st.st_dev, st.st_ino), st.st_mode, st.st_rdev,
+                flags & ~O_CLOEXEC, 1 if flags & O_CLOEXEC else 0, info["pos"],
+                info["mnt_id"], info["tty"], info["tfds"])
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _threads(pid: int) -> int:
+    """Tasks of the process that share its fd table (threads, as the freezer sees them)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return 1
+    return max(1, sum(1 for t in tids if t == pid or _same_table(pid, t)))
+
+
+def _fstypes(pid: int) -> dict[int, str]:
+    out: dict[int, str] = {}
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                out[int(left.split()[0])] = right.split()[0]
+    except OSError:
+        pass
+    return out
+
+
+def _mapped_inodes(pid: int) -> set[tuple[int, int]]:
+    out: set[tuple[int, int]] = set()
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                p = line.split()
+                if len(p) >= 5 and p[4] != "0":
+                    major, minor = (int(x, 16) for x in p[3].split(":"))
+                    out.add((os.makedev(major, minor), int(p[4])))
+    except OSError:
+        pass
+    return out
+
+
+class _Diag:
+    """sock_diag for AF_UNIX sockets: (type, state, peer inode, unread bytes) or None."""
+
+    def __init__(self) -> None:
+        self.nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, driver.NETLINK_SOCK_DIAG)
+        self.nl.settimeout(5.0)
+
+    def close(self) -> None:
+        self.nl.close()
+
+    def unix(self, ino: int) -> tuple[int, int, int, int] | None:
+        req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
+                          driver.UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
+        self.nl.send(struct.pack("=IHHII", 16 + len(req), driver.SOCK_DIAG_BY_FAMILY,
+                                 driver.NLM_F_REQUEST, ino, 0) + req)
+        data = self.nl.recv(1 << 16)
+        ln, typ, _fl, _seq, _pid = struct.unpack_from("=IHHII", data)
+        if typ == driver.NLMSG_ERROR:
+            return None  # not AF_UNIX (or gone)
+        _fam, stype, state, _pad, _ino = struct.unpack_from("=BBBBI", data, 16)
+        peer = rq = 0
+        off, end = 16 + 16, min(len(data), ln)
+        while off + 4 <= end:
+            alen, atype = struct.unpack_from("=HH", data, off)
+            if alen < 4:
+                break
+            if atype == driver.UNIX_DIAG_PEER:
+                peer = struct.unpack_from("=I", data, off + 4)[0]
+            elif atype == UNIX_DIAG_RQLEN:
+                rq = struct.unpack_from("=I", data, off + 4)[0]
+            off += (alen + 3) & ~3
+        return stype, state, peer, rq
+
+
+# ---------------------------------------------------------------------------------------------
+# The scan
+
+
+@dataclass
+class Scan:
+    """A real process tree read into a model state.
+
+    `world` is None when something is not expressible (`unexpressible` says what). Tasks are
+    numbered container first (in the order given, each process once per thread), then the
+    outside processes by pid; `task_pids[i]` is task i's process. Files are numbered by first
+    encounter; `holders[f]` lists every (pid, fd) that holds file f."""
+
+    inside: list[int]
+    outside: list[int]
+    task_pids: list[int] = field(default_factory=list)
+    world: World | None = None
+    holders: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)  # file -> what it is, in words
+    paths: list[str] = field(default_factory=list)  # model path index -> real path
+    unexpressible: list[str] = field(default_factory=list)
+    comms: dict[int, str] = field(default_factory=dict)
+
+    def who(self, pid: int, fd: int | None = None) -> str:
+        where = "inside" if pid in self.inside else "outside"
+        text = f"pid {pid} ({self.comms.get(pid, '?')})"
+        return text + (f" fd {fd}" if fd is not None else "") + f" {where}"
+
+
+def _check_pid(pid: int) -> None:
+    if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
+        raise ScanError(f"no such process: {pid}")
+    try:
+        os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        raise ScanError(f"not permitted to read the descriptors of pid {pid}") from None
+    except FileNotFoundError:
+        raise ScanError(f"no such process: {pid}") from None
+    try:
+        pidfd = os.pidfd_open(pid)
+        os.close(pidfd)
+    except OSError as e:
+        raise ScanError(f"pid {pid}: {os.strerror(e.errno or 0)}") from None
+    if _kcmp(pid, pid, driver.KCMP_FILES, 0, ctypes.c_long(0)) < 0:
+        raise ScanError(f"not permitted to compare the files of pid {pid} (kcmp)")
+
+
+def _classify(d: Desc, diag: _Diag, fstypes: dict[int, str]) -> tuple[int, Any, str]:
+    """(model kind or -1, object key or None, why not expressible or a description)."""
+    mode = d.mode
+    if d.link.startswith("pipe:"):
+        kind = {0: PIPE_R, 1: PIPE_W}.get(d.flags & O_ACCMODE, PIPE_RW)
+        return kind, ("pipe", d.key), d.link
+    if d.link.startswith("socket:"):
+        u = diag.unix(d.key[1])
+        if u is None:
+            return -1, None, f"{d.link}: a socket other than AF_UNIX"
+        stype, state, peer, rq = u
+        if stype != SOCK_STREAM:
+            return -1, None, f"{d.link}: an AF_UNIX {SOCK_TYPES.get(stype, stype)} socket " \
+                             "(the model has unix stream socket pairs)"
+        if state != TCP_ESTABLISHED or not peer:
+            return -1, None, f"{d.link}: an unconnected or listening unix stream socket"
+        if rq:
+            return -1, None, (f"{d.link}: {rq} unread bytes in its queue (the model's queue "
+                              "holds SCM_RIGHTS messages only; whether these carry "
+                              "descriptors is not visible from outside)")
+        return UNIX, ("unix", min(d.key[1], peer), max(d.key[1], peer)), d.link
+    if d.link == "anon_inode:[eventpoll]":
+        return EPOLL, None, "epoll"
+    if d.link == "anon_inode:[timerfd]":
+        return TIMERFD, None, "timerfd"
+    if st_mod.S_ISCHR(mode):
+        major, minor = os.major(d.rdev), os.minor(d.rdev)
+        if (major, minor) == driver.PTMX_RDEV and d.tty_index is not None:
+            return PTMX, ("pty", d.tty_index), f"{d.link} (pty {d.tty_index} master)"
+        if major in driver.PTS_MAJORS:
+            idx = (major - driver.PTS_MAJORS[0]) * 256 + minor
+            return PTS, ("pty", idx), d.link
+        return -1, None, f"{d.link}: a character device other than a pty"
+    if st_mod.S_ISREG(mode):
+        fs = fstypes.get(d.mnt_id, "?")
+        if d.link.endswith(" (deleted)"):
+            return -1, None, f"{d.link}: an unlinked file"
+        if fs not in DISK_FS:
+            return -1, None, (f"{d.link}: a regular file on {fs} (the model's files are on "
+                              "a disk filesystem, saved by path)")
+        return REG, None, d.link
+    what = d.link if d.link.startswith("anon_inode:") else f"{d.link} ({_ftype(mode)})"
+    return -1, None, f"{what}: a kind of file the model does not have"
+
+
+def _ftype(mode: int) -> str:
+    for test, name in ((st_mod.S_ISDIR, "directory"), (st_mod.S_ISFIFO, "fifo"),
+                       (st_mod.S_ISBLK, "block device"), (st_mod.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "other"
+
+
+def scan(inside: Sequence[int], *, outside: Sequence[int] | None = None,
+         fd_limit: int | None = None, max_fds: int | None = None) -> Scan:
+    """Read `inside` (the container) and the processes outside that share something with it
+    (found in /proc, or exactly `outside` if given) into a model state.
+
+    `fd_limit` ignores descriptors at or above it (the driver's own channels); `max_fds` is
+    the model's table size (default: one past the highest descriptor read)."""
+    inside = list(dict.fromkeys(inside))
+    if not inside:
+        raise ScanError("nothing to scan: give at least one pid")
+    for pid in inside + list(outside or []):
+        _check_pid(pid)
+    diag = _Diag()
+    try:
+        return _scan(inside, outside, fd_limit, max_fds, diag)
+    finally:
+        diag.close()
+
+
+def _scan(inside: list[int], outside_given: Sequence[int] | None, fd_limit: int | None,
+          max_fds: int | None, diag: _Diag) -> Scan:
+    sc = Scan(inside=inside, outside=[])
+    descs: dict[tuple[int, int], Desc] = {}
+    kinds: dict[tuple[int, int], tuple[int, Any, str]] = {}
+    fstypes: dict[int, dict[int, str]] = {}
+
+    def read(pid: int, fds: list[int] | None = None) -> None:
+        fstypes.setdefault(pid, _fstypes(pid))
+        for fd in fds if fds is not None else _list_fds(pid, fd_limit):
+            d = _read_desc(pid, fd)
+            if d is not None:
+                descs[(pid, fd)] = d
+                kinds[(pid, fd)] = _classify(d, diag, fstypes[pid])
+
+    for pid in inside:
+        read(pid)
+    for (pid, fd), (kind, _o, why) in kinds.items():
+        if kind < 0:
+            sc.unexpressible.append(f"pid {pid} fd {fd}: {why}")
+
+    # Outside: processes sharing a table, a file or an object with the container.
+    inner = list(descs.values())
+    keys = {d.key for d in inner}
+    objs = {kinds[(d.pid, d.fd)][1] for d in inner} - {None}
+    peer_inos = {i for o in objs if o[0] == "unix" for i in o[1:]}
+    pty_idx = {o[1] for o in objs if o[0] == "pty"}
+    targets = {(dev, ino) for d in inner for (_t, ino, dev) in d.tfds}
+    if outside_given is not None:
+        candidates = list(outside_given)
+    else:
+        candidates = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        candidates = [p for p in candidates if p not in inside and p != os.getpid()]
+    mine = {(pid, fd) for pid, fd in descs}
+    for pid in candidates:
+        try:
+            fds = _list_fds(pid, fd_limit)
+        except OSError:
+            continue  # gone, or a kernel thread
+        shares_table = any(_same_table(pid, p) for p in inside)
+        relevant: list[int] = []
+        for fd in fds:
+            if shares_table or outside_given is not None:
+                relevant.append(fd)
+                continue
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            hit = False
+            if link.startswith("pipe:") and ("pipe", key) in objs:
+                hit = True
+            elif link.startswith("socket:") and st.st_ino in peer_inos:
+                hit = True
+            elif st_mod.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in driver.PTS_MAJORS:
+                hit = (os.major(st.st_rdev) - 136) * 256 + os.minor(st.st_rdev) in pty_idx
+            elif st_mod.S_ISCHR(st.st_mode) and (os.major(st.st_rdev),
+                                                 os.minor(st.st_rdev)) == driver.PTMX_RDEV:
+                try:
+                    hit = _read_fdinfo(pid, fd)["tty"] in pty_idx
+                except OSError:
+                    hit = False
+            if not hit and (key in keys or key in targets):
+                hit = any(_same_file((pid, fd), (d.pid, d.fd)) for d in inner if d.key == key)
+                hit = hit or any(_epoll_target_is((pid, fd), (d.pid, d.fd), t)
+                                 for d in inner for (t, ino, dev) in d.tfds
+                                 if (dev, ino) == key)
+            if hit:
+                relevant.append(fd)
+        if relevant:
+            sc.outside.append(pid)
+            read(pid, relevant)
+    for (pid, fd), (kind, _o, why) in kinds.items():
+        if kind < 0 and (pid, fd) not in mine:
+            sc.unexpressible.append(f"pid {pid} fd {fd} (outside): {why}")
+
+    everyone = inside + sc.outside
+    sc.comms = {p: _comm(p) for p in everyone}
+    # memory maps of files the container holds open: a mapping may hold the open file
+    for pid in inside:
+        mapped = _mapped_inodes(pid)
+        for d in inner:
+            if kinds[(d.pid, d.fd)][0] == REG and d.key in mapped:
+                sc.unexpressible.append(
+                    f"pid {d.pid} fd {d.fd}: {d.link} is also memory-mapped by pid {pid} "
+                    "(a mapping's vm_file may hold this open file; the model has no memory)")
+    _build(sc, descs, kinds, everyone, max_fds)
+    return sc
+
+
+def _build(sc: Scan, descs: dict[tuple[int, int], Desc],
+           kinds: dict[tuple[int, int], tuple[int, Any, str]], everyone: list[int],
+           max_fds: int | None) -> None:
+    # fd tables (kcmp KCMP_FILES), one model task per thread sharing the table
+    table_of: dict[int, int] = {}
+    reps: list[int] = []
+    for pid in everyone:
+        for i, r in enumerate(reps):
+            if _same_table(pid, r):
+                table_of[pid] = i
+                break
+        else:
+            table_of[pid] = len(reps)
+            reps.append(pid)
+        sc.task_pids += [pid] * _threads(pid)
+    # open files (kcmp KCMP_FILE among descriptors on the same inode)
+    file_of: dict[tuple[int, int], int] = {}
+    reps_f: list[tuple[int, int]] = []
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for pid in everyone:
+        for (p, fd), d in descs.items():
+            if p != pid or table_of[pid] != table_of[p]:
+                continue
+            if (p, fd) in file_of:
+                continue
+            for f in by_key.get(d.key, []):
+                if _same_file((p, fd), reps_f[f]):
+                    file_of[(p, fd)] = f
+                    break
+            else:
+                file_of[(p, fd)] = len(reps_f)
+                by_key.setdefault(d.key, []).append(len(reps_f))
+                reps_f.append((p, fd))
+    for pd, f in file_of.items():
+        sc.holders.setdefault(f, []).append(pd)
+    for f, (p, fd) in enumerate(reps_f):
+        sc.names[f] = kinds[(p, fd)][2]
+    if sc.unexpressible:
+        return
+    obj_ids: dict[Any, int] = {}
+    path_ids: dict[tuple[int, int], int] = {}
+    files: list[File] = []
+    for p, fd in reps_f:
+        d = descs[(p, fd)]
+        kind, okey, _ = kinds[(p, fd)]
+        obj = -1 if okey is None else obj_ids.setdefault(okey, len(obj_ids))
+        path = -1
+        if kind == REG:
+            path = path_ids.setdefault(d.key, len(path_ids))
+            if path == len(sc.paths):
+                sc.paths.append(d.link)
+        fmode = acc_fmode(d.flags & O_ACCMODE) | (FMODE_LSEEK if kind == REG else 0)
+        owner = 1 if _owner(p, fd) else 0
+        files.append(File(kind, path, obj, d.flags, fmode, d.pos, owner))
+    # epoll items: (target file, fd), the target found by kcmp(KCMP_EPOLL_TFD)
+    for f, (p, fd) in enumerate(reps_f):
+        d = descs[(p, fd)]
+        if kinds[(p, fd)][0] != EPOLL:
+            continue
+        items = []
+        for tfd, ino, dev in d.tfds:
+            hit = next((g for pd, g in file_of.items() if descs[pd].key == (dev, ino)
+                        and _epoll_target_is(pd, (p, fd), tfd)), None)
+            if hit is None:
+                sc.unexpressible.append(
+                    f"pid {p} fd {fd}: epoll watches fd {tfd} (inode {ino}), a file no "
+                    "descriptor read here holds (in flight, or in a process not scanned)")
+                continue
+            items.append((hit, tfd))
+        files[f] = files[f]._replace(epitems=tuple(sorted(items)))
+    if sc.unexpressible:
+        return
+    highest = max((fd for _p, fd in descs), default=-1)
+    n = max(max_fds or 0, highest + 1, 1)
+    if max_fds is not None and highest >= max_fds:
+        sc.unexpressible.append(f"descriptor {highest} is beyond the model's {max_fds}")
+        return
+    tables = [[EMPTY] * n for _ in reps]
+    for (p, fd), f in file_of.items():
+        tables[table_of[p]][fd] = f * 2 + descs[(p, fd)].cloexec
+    tasks = tuple(Task(1 if pid in sc.inside else 0, 0, table_of[pid]) for pid in sc.task_pids)
+    sc.world = World(tasks, tuple(tuple(t) for t in tables), tuple(files), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts
+
+
+@dataclass
+class Verdict:
+    variant: str
+    verdict: str  # "succeeds", "leaks", "refuses", "not expressible"
+    errno: str = ""
+    phase: str = ""
+    objref: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "succeeds"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"variant": self.variant, "verdict": self.verdict, "errno": self.errno,
+                "phase": self.phase, "objref": self.objref, "reasons": self.reasons}
+
+
+def _obj_words(sc: Scan, w: World, objtype: int, ptr: int) -> str:
+    if objtype == OBJ_FILE:
+        return f"{KIND_NAMES[w.files[ptr].kind]} {sc.names.get(ptr, '')}".strip()
+    if objtype == OBJ_FILE_TABLE:
+        pids = sorted({sc.task_pids[i] for i, t in enumerate(w.tasks) if t.table == ptr})
+        return "fd table of " + ", ".join(f"pid {p}" for p in pids)
+    if objtype == OBJ_SOCK:
+        return f"socket {sc.names.get(ptr, '')}"
+    if objtype == OBJ_TTY:
+        side = "slave" if ptr & 1 else "master"
+        return f"pty {side} tty"
+    return "pipe inode"
+
+
+def _outside_holders(sc: Scan, w: World, objtype: int, ptr: int) -> list[str]:
+    """Who outside holds the object, in words."""
+    out: list[str] = []
+
+    def files_where(pred) -> list[int]:
+        return [f for f, g in enumerate(w.files) if pred(g, f)]
+
+    if objtype == OBJ_FILE_TABLE:
+        return [sc.who(sc.task_pids[i]) + " shares it" for i, t in enumerate(w.tasks)
+                if t.table == ptr and not t.inside]
+    if objtype == OBJ_FILE:
+        fs = [ptr]
+    elif objtype == OBJ_SOCK:
+        me = w.files[ptr]
+        fs = files_where(lambda g, f: g.kind == UNIX and g.obj == me.obj)
+    elif objtype == OBJ_TTY:
+        fs = files_where(lambda g, f: g.kind in (PTMX, PTS) and g.obj == ptr >> 1)
+    else:
+        fs = files_where(lambda g, f: g.kind in PIPE_KINDS and g.obj == ptr)
+    for f in fs:
+        for pid, fd in sc.holders.get(f, []):
+            if pid not in sc.inside:
+                out.append(f"{sc.who(pid, fd)} holds {KIND_NAMES[w.files[f].kind]}")
+    return out
+
+
+def _entry_words(sc: Scan, w: World, objref: int, objtype: int, ptr: int) -> str:
+    return f"{OBJ_NAMES[objtype]} objref {objref} ({_obj_words(sc, w, objtype, ptr)})"
+
+
+def _leak_reasons(sc: Scan, w: World, v: Variant) -> tuple[int, list[str]]:
+    """The contained check's mismatches, in words; (first objref, reasons)."""
+    reasons: list[str] = []
+    first = 0
+    for ref, e, kernel in checkpoint.leaks(w, v):
+        first = first or ref
+        what = _entry_words(sc, w, ref, e.objtype, e.ptr)
+        text = f"{what}: users {e.users}, kernel count {kernel}"
+        holders = _outside_holders(sc, w, e.objtype, e.ptr)
+        if holders:
+            text += ": " + "; ".join(holders)
+        elif e.users > kernel:
+            text += ": counted a reference the kernel does not hold (no one outside holds it)"
+        reasons.append(text)
+    return first, reasons
+
+
+def _write_reasons(sc: Scan, w: World, v: Variant) -> tuple[int, list[str]]:
+    """Why the write step refused, in words, walking the files as the write does."""
+    seen: set[int] = set()
+    outside_files = {s >> 1 for t in w.tasks if not t.inside
+                     for s in w.tables[t.table] if s != EMPTY}
+    for t in w.tasks:
+        if not t.inside:
+            continue
+        for fd, s in enumerate(w.tables[t.table]):
+            f = s >> 1
+            if s == EMPTY or f in seen:
+                continue
+            seen.add(f)
+            file = w.files[f]
+            where = f"fd {fd} of {sc.who(sc.task_pids[w.tasks.index(t)])}"
+            if file.kind == TIMERFD:
+                return 0, [f"{where}: timerfd: f_op lacks checkpoint"]
+            if file.owner:
+                return 0, [f"{where}: {sc.names.get(f)} has an F_SETOWN owner"]
+            if file.kind == UNIX and v.refuse_external_unix:
+                peers = [g for g, x in enumerate(w.files)
+                         if g != f and x.kind == UNIX and x.obj == file.obj]
+                if any(p in outside_files for p in peers):
+                    holders = [sc.who(p2, fd2) for g in peers
+                               for p2, fd2 in sc.holders.get(g, []) if p2 not in sc.inside]
+                    return 0, [f"{where}: external unix socket: its peer is held by "
+                               + ", ".join(holders)]
+    hashed = {(e.objtype, e.ptr) for e in w.cr.objhash}
+    for f in sorted(seen):
+        file = w.files[f]
+        for tf, tfd in file.epitems:
+            if tf not in seen and (OBJ_FILE, tf) not in hashed:
+                return 0, [f"epoll {sc.names.get(f)} watches fd {tfd}, a file the container "
+                           "does not hold: epoll target with no objref"]
+    if v.check_at_write:
+        return 0, ["the counts compared as the image was written differ"]
+    return 0, ["an object first met while writing (reverse added late)"]
+
+
+def _leak_words(sc: Scan, w_checked: World, refs: tuple[tuple[int, int], ...],
+                v: Variant) -> list[str]:
+    """Objects written although outside held them, in words (with why no check saw them)."""
+    out = []
+    entries = w_checked.cr.objhash
+    for ref, objtype in refs:
+        e = entries[ref - 1] if ref - 1 < len(entries) else None
+        if e is None:
+            out.append(f"{OBJ_NAMES[objtype]} objref {ref} written though shared with outside")
+            continue
+        text = _entry_words(sc, w_checked, ref, e.objtype, e.ptr) + " written, though "
+        text += "; ".join(_outside_holders(sc, w_checked, e.objtype, e.ptr)) or "shared"
+        if not v.full_container:
+            text += ": this variant has no leak check"
+        elif checkpoint.kernel_count(w_checked, v, e.objtype, e.ptr) is None:
+            text += ": pipe inode not compared: no ref_users"
+        out.append(text)
+    return out
+
+
+def verdicts(sc: Scan, names: Sequence[str] = DEFAULT_VARIANTS) -> list[Verdict]:
+    """Each variant's checkpoint, run by the model's own steps on the scanned state."""
+    out = []
+    for name in names:
+        v = VARIANTS[name]
+        if sc.world is None:
+            n = len(sc.unexpressible)
+            more = f" (and {n - 1} more)" if n > 1 else ""
+            out.append(Verdict(name, "not expressible", reasons=[sc.unexpressible[0] + more]))
+            continue
+        out.append(run_checkpoint(sc, sc.world, v))
+    return out
+
+
+def run_checkpoint(sc: Scan, w: World, v: Variant) -> Verdict:
+    """freeze, [collect, contained,] write, visited; the first refusal ends it."""
+    w = checkpoint.freeze(w, v)
+    last = w
+    steps = ([("collect", checkpoint.collect), ("contained", checkpoint.contained)]
+             if v.full_container else [])
+    steps += [("write", checkpoint.write), ("visited", checkpoint.visited)]
+    for phase, step in steps:
+        before = w
+        w = step(w, v)
+        if w.cr.error:
+            code = errno.errorcode.get(w.cr.error, str(w.cr.error))
+            ref, reasons = 0, []
+            if phase == "collect":  # the fd tables' counts, compared as collect ends
+                probe = checkpoint.collect(before, replace(v, tables_checked_at_collect=False))
+                ref, reasons = _leak_reasons(sc, probe, v)
+            elif phase == "contained":
+                ref, reasons = _leak_reasons(sc, before, v)
+            elif phase == "visited":
+                if v.visited_check:
+                    ref, reasons = _unvisited(sc, before)
+                if not reasons:
+                    ref, reasons = _leak_reasons(sc, before, v)
+            else:
+                ref, reasons = _write_reasons(sc, before, v)
+            return Verdict(v.name, "refuses", code, phase, ref,
+                           reasons or [f"the model's {phase} step refused"])
+        if phase == "write":
+            last = w  # the objhash with every written object
+    assert w.cr.phase == DONE
+    leaked = tuple(sorted(set(w.cr.leak_check) | set(w.cr.leak_write)))
+    if leaked:
+        return Verdict(v.name, "leaks", reasons=_leak_words(sc, last, leaked, v))
+    return Verdict(v.name, "succeeds")
+
+
+def _unvisited(sc: Scan, w: World) -> tuple[int, list[str]]:
+    for i, e in enumerate(w.cr.objhash):
+        if not e.visited:
+            return i + 1, [_entry_words(sc, w, i + 1, e.objtype, e.ptr)
+                           + ": collected but never written (leak: not visited)"]
+    return 0, []
+
+
+def exit_code(vs: list[Verdict]) -> int:
+    return 0 if all(v.ok for v in vs) else 1
+
+
+def shared_with_outside(sc: Scan) -> list[str]:
+    """What the container shares with outside, as the ghost bookkeeping sees it."""
+    if sc.world is None:
+        return []
+    w = sc.world
+    return sorted({_obj_words(sc, w, t, p) for t, p in outside_refs(w)
+                   if (t, p) in _inside_refs(w)})
+
+
+def _inside_refs(w: World) -> set[tuple[int, int]]:
+    flipped = w._replace(tasks=tuple(t._replace(inside=1 - t.inside) for t in w.tasks))
+    return outside_refs(flipped)
+
+
+def describe(sc: Scan) -> list[str]:
+    """The container's descriptors as the model sees them, one line each."""
+    lines = []
+    where = {pd: f for f, hs in sc.holders.items() for pd in hs}
+    for pid in sc.inside:
+        for (p, fd), f in sorted(where.items()):
+            if p != pid:
+                continue
+            if sc.world is None:
+                lines.append(f"pid {pid} fd {fd}: {sc.names.get(f, '?')}")
+                continue
+            file = sc.world.files[f]
+            others = [sc.who(p2, fd2) for p2, fd2 in sc.holders[f] if p2 not in sc.inside]
+            text = (f"pid {pid} fd {fd}: file {f} {KIND_NAMES[file.kind]} "
+                    f"{flags_str(file.f_flags)} pos={file.f_pos} {sc.names.get(f, '')}")
+            if others:
+                text += "; also held by " + ", ".join(others)
+            lines.append(text)
+    return lines

@@ -1,0 +1,150 @@
+"""`crmodel scan` on real process trees: the verdicts of linuxcr, criu and fixed on a pipe and
+a unix socket shared with an outside process, a clean tree, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from crmodel import cli
+from crmodel.live import scan as live_scan
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+    reason="the live scan needs Linux on x86_64",
+)
+
+# A process P that makes a pipe and a socket pair and forks R (outside), which keeps only what
+# SHARE names: the pipe's write end or one socket of the pair; P closes those, then forks Q
+# (inside, keeps the rest). P prints the three pids and closes its stdout.
+TREE = r"""
+import os, socket, sys, time
+share = sys.argv[1]
+os.close(0); os.close(2)
+r, w = os.pipe()                      # fds 0 and 2
+a, b = socket.socketpair()
+a, b = a.detach(), b.detach()
+given = {"pipe": {w}, "socket": {b}, "none": set()}[share]
+o = os.fork()
+if o == 0:
+    for fd in {r, w, a, b} - given:
+        os.close(fd)
+    os.close(1); time.sleep(600); os._exit(0)
+for fd in given:
+    os.close(fd)
+q = os.fork()
+if q == 0:
+    os.close(1); time.sleep(600); os._exit(0)
+os.write(1, f"{os.getpid()} {q} {o}\n".encode()); os.close(1)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def tree() -> Iterator:
+    procs: list[int] = []
+    popens: list[subprocess.Popen] = []
+
+    def start(share: str) -> tuple[int, int, int]:
+        p = subprocess.Popen([sys.executable, "-I", "-S", "-c", TREE, share],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+        popens.append(p)
+        assert p.stdout is not None
+        line = p.stdout.read().decode()
+        p.stdout.close()
+        pids = tuple(int(x) for x in line.split())
+        for pid in pids:
+            procs.append(os.pidfd_open(pid))
+        return pids  # type: ignore[return-value]
+
+    yield start
+    for fd in procs:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in popens:
+        p.wait(timeout=10)
+    for fd in procs:  # the forked children are reaped by init once P is gone
+        os.close(fd)
+
+
+def _verdicts(pids: list[int]) -> dict[str, live_scan.Verdict]:
+    sc = live_scan.scan(pids)
+    return {v.variant: v for v in live_scan.verdicts(sc)}
+
+
+def test_pipe_shared_with_an_outside_process(tree) -> None:
+    p, q, r = tree("pipe")
+    sc = live_scan.scan([p, q])
+    assert sc.outside == [r]
+    vs = {v.variant: v for v in live_scan.verdicts(sc)}
+    assert vs["linuxcr"].verdict == "leaks"
+    assert any("pipe inode not compared: no ref_users" in x for x in vs["linuxcr"].reasons)
+    assert f"pid {r} (python" in vs["linuxcr"].reasons[0]
+    assert vs["criu"].verdict == "leaks"
+    fixed = vs["fixed"]
+    assert (fixed.verdict, fixed.errno, fixed.phase) == ("refuses", "EBUSY", "contained")
+    assert "INODE objref" in fixed.reasons[0] and f"pid {r}" in fixed.reasons[0]
+    assert live_scan.exit_code(list(vs.values())) == 1
+
+
+def test_unix_socket_with_an_outside_peer(tree) -> None:
+    p, q, r = tree("socket")
+    vs = _verdicts([p, q])
+    criu = vs["criu"]
+    assert (criu.verdict, criu.errno, criu.phase) == ("refuses", "EBUSY", "write")
+    assert "external unix socket" in criu.reasons[0] and f"pid {r}" in criu.reasons[0]
+    fixed = vs["fixed"]
+    assert (fixed.verdict, fixed.errno, fixed.phase) == ("refuses", "EBUSY", "contained")
+    assert "SOCK objref" in fixed.reasons[0]
+
+
+def test_a_tree_that_shares_nothing_succeeds(tree) -> None:
+    p, q, r = tree("none")
+    sc = live_scan.scan([p, q])
+    assert sc.outside == [] and sc.unexpressible == []
+    assert [v.verdict for v in live_scan.verdicts(sc)] == ["succeeds"] * 3
+    # the outside process alone holds nothing: also clean
+    assert [v.verdict for v in live_scan.verdicts(live_scan.scan([r]))] == ["succeeds"] * 3
+
+
+def test_cli_json_and_exit_codes(tree) -> None:
+    p, q, r = tree("pipe")
+    out = CliRunner().invoke(cli.main, ["scan", str(p), str(q), "--json"])
+    assert out.exit_code == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["outside"] == [r]
+    assert [v["verdict"] for v in doc["verdicts"]] == ["leaks", "leaks", "refuses"]
+    ok = CliRunner().invoke(cli.main, ["scan", str(p), str(q), str(r), "--variant", "fixed"])
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert "fixed: succeeds" in ok.stdout
+
+
+def test_not_expressible_is_named_never_guessed() -> None:
+    """This test process itself holds files the model has no kind for (e.g. /dev/null)."""
+    with open(os.devnull) as f:
+        sc = live_scan.scan([os.getpid()])
+        assert f"fd {f.fileno()}: /dev/null" in "\n".join(sc.unexpressible)
+    assert sc.world is None
+    assert {v.verdict for v in live_scan.verdicts(sc)} == {"not expressible"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["999999999"], "no such process: 999999999"),
+    ([], "nothing to scan"),
+    (["1", "--variant", "nope"], "unknown variant"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    out = CliRunner().invoke(cli.main, ["scan", *args])
+    assert out.exit_code == 2
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
