@@ -67,3 +67,15 @@ def tiny_exploration() -> Callable[[str], Exploration]:
         return _EXPLORATIONS[variant]
 
     return get
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Figures tests report with `record_property` (they travel from xdist workers too)."""
+    for rep in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(rep, "user_properties", ()):
+            if name == "fuzzed_images":
+                errors = ", ".join(f"{k} {n:,}" for k, n in sorted(value.items())
+                                   if k not in ("images", "accepted"))
+                terminalreporter.write_line(
+                    f"hostile images fuzzed: {value['images']:,} ({value['accepted']:,} "
+                    f"restored with the specs holding; rejected: {errors})")
