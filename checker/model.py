@@ -212,6 +212,8 @@ class ModelHooks:
     all_action_names: Sequence[str] | None
     fingerprint_salt: str
     fingerprint: Callable[[Any], int]
+    # what a trace file should say about the run (e.g. its variant and bounds), for replay
+    itf_meta: Callable[[], dict[str, Any]] = dict
 
 
 def _identity(s: Any) -> Any:
@@ -237,4 +239,5 @@ def hooks(model: Any) -> ModelHooks:
         all_action_names=list(names()) if names is not None else None,
         fingerprint_salt=str(salt()) if salt is not None else type(model).__qualname__,
         fingerprint=getattr(model, "fingerprint", hash),
+        itf_meta=getattr(model, "itf_meta", dict),
     )

@@ -143,6 +143,7 @@ class Trace:
         }
         if self.property:
             meta["property"] = self.property
+        meta.update(h.itf_meta())
         if self.note:
             meta["note"] = self.note
         if not self.concrete:

@@ -230,12 +230,13 @@ def trace_cmd(path: str) -> None:
 def _add_commands() -> None:
     """Commands that live beside their code (docs generation, graph export)."""
     from crmodel.docs import docs_command
-    from crmodel.live.commands import scan_command
+    from crmodel.live.commands import replay_command, scan_command
     from crmodel.render import graph_command
 
     main.add_command(docs_command, "docs")
     main.add_command(graph_command, "graph")
     main.add_command(scan_command, "scan")
+    main.add_command(replay_command, "replay")
 
 
 _add_commands()

@@ -144,6 +144,10 @@ class CrModel:
     def action_to_json(self, a: tuple) -> dict:
         return {"name": a[0], "args": list(a[1:])}
 
+    def itf_meta(self) -> dict:
+        """The variant and bounds, so that `crmodel replay` can rerun the trace."""
+        return {"variant": self.variant.name, "config": self.cfg.to_dict()}
+
 
 def format_action(a: tuple) -> str:
     """`task 1: dup2(0, 2)` for environment calls, `checkpoint: collect` for the rest."""

@@ -21,7 +21,7 @@ import os
 import socket
 import stat as st_mod
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -286,6 +286,8 @@ class Scan:
     paths: list[str] = field(default_factory=list)  # model path index -> real path
     unexpressible: list[str] = field(default_factory=list)
     comms: dict[int, str] = field(default_factory=dict)
+    descs: dict[tuple[int, int], Desc] = field(default_factory=dict)  # (pid, fd) -> as read
+    kinds: dict[tuple[int, int], tuple[int, Any, str]] = field(default_factory=dict)
 
     def who(self, pid: int, fd: int | None = None) -> str:
         where = "inside" if pid in self.inside else "outside"
@@ -365,12 +367,14 @@ def _ftype(mode: int) -> str:
 
 
 def scan(inside: Sequence[int], *, outside: Sequence[int] | None = None,
-         fd_limit: int | None = None, max_fds: int | None = None) -> Scan:
+         fd_limit: int | None = None, max_fds: int | None = None,
+         path_of: Callable[[str], int] | None = None) -> Scan:
     """Read `inside` (the container) and the processes outside that share something with it
     (found in /proc, or exactly `outside` if given) into a model state.
 
     `fd_limit` ignores descriptors at or above it (the driver's own channels); `max_fds` is
-    the model's table size (default: one past the highest descriptor read)."""
+    the model's table size (default: one past the highest descriptor read); `path_of` names a
+    regular file's model path index (default: numbered by first encounter)."""
     inside = list(dict.fromkeys(inside))
     if not inside:
         raise ScanError("nothing to scan: give at least one pid")
@@ -378,16 +382,18 @@ def scan(inside: Sequence[int], *, outside: Sequence[int] | None = None,
         _check_pid(pid)
     diag = _Diag()
     try:
-        return _scan(inside, outside, fd_limit, max_fds, diag)
+        sc = _scan(inside, outside, fd_limit, diag)
     finally:
         diag.close()
+    _build(sc, max_fds, path_of)
+    return sc
 
 
 def _scan(inside: list[int], outside_given: Sequence[int] | None, fd_limit: int | None,
-          max_fds: int | None, diag: _Diag) -> Scan:
+          diag: _Diag) -> Scan:
     sc = Scan(inside=inside, outside=[])
-    descs: dict[tuple[int, int], Desc] = {}
-    kinds: dict[tuple[int, int], tuple[int, Any, str]] = {}
+    descs = sc.descs
+    kinds = sc.kinds
     fstypes: dict[int, dict[int, str]] = {}
 
     def read(pid: int, fds: list[int] | None = None) -> None:
@@ -454,7 +460,7 @@ def _scan(inside: list[int], outside_given: Sequence[int] | None, fd_limit: int 
                                  if (dev, ino) == key)
             if hit:
                 relevant.append(fd)
-        if relevant:
+        if relevant or outside_given is not None:
             sc.outside.append(pid)
             read(pid, relevant)
     for (pid, fd), (kind, _o, why) in kinds.items():
@@ -471,13 +477,12 @@ def _scan(inside: list[int], outside_given: Sequence[int] | None, fd_limit: int 
                 sc.unexpressible.append(
                     f"pid {d.pid} fd {d.fd}: {d.link} is also memory-mapped by pid {pid} "
                     "(a mapping's vm_file may hold this open file; the model has no memory)")
-    _build(sc, descs, kinds, everyone, max_fds)
     return sc
 
 
-def _build(sc: Scan, descs: dict[tuple[int, int], Desc],
-           kinds: dict[tuple[int, int], tuple[int, Any, str]], everyone: list[int],
-           max_fds: int | None) -> None:
+def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) -> None:
+    descs, kinds = sc.descs, sc.kinds
+    everyone = sc.inside + sc.outside
     # fd tables (kcmp KCMP_FILES), one model task per thread sharing the table
     table_of: dict[int, int] = {}
     reps: list[int] = []
@@ -522,7 +527,9 @@ def _build(sc: Scan, descs: dict[tuple[int, int], Desc],
         kind, okey, _ = kinds[(p, fd)]
         obj = -1 if okey is None else obj_ids.setdefault(okey, len(obj_ids))
         path = -1
-        if kind == REG:
+        if kind == REG and path_of is not None:
+            path = path_of(d.link)
+        elif kind == REG:
             path = path_ids.setdefault(d.key, len(path_ids))
             if path == len(sc.paths):
                 sc.paths.append(d.link)
