@@ -35,9 +35,10 @@ def main() -> None:
     from checker.explicit import explore
     from checker.symbolic import benchmark
     from crmodel import api, z3run
-    from model.symbolic import SPECS_ENCODED, symbolic_model
+    from model.symbolic import SPECS_ENCODED
     from model.system import CrModel
     from model.variants import VARIANTS
+    from specs.lemmas import proof_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--sizes", nargs="+", default=["1,1,2,2", "2,2,4,4", "2,2,8,8"])
@@ -63,7 +64,7 @@ def main() -> None:
     v = VARIANTS[a.variant]
     print(f"z3 proofs ({a.variant}; per-query timeout {a.timeout:.0f}s, {a.jobs} processes "
           "per proof)", flush=True)
-    proofs = benchmark(symbolic_model, sizes, a.specs, a.timeout,
+    proofs = benchmark(proof_model, sizes, a.specs, a.timeout,
                        out=lambda line: print(line, flush=True), args=(v,), jobs=a.jobs,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     explicit: list[dict] = []

@@ -765,13 +765,15 @@ def _check_properties(properties: Iterable[Property]) -> list[Property]:
     return props
 
 
-def _search(
+def new_search(
     model: Any,
     properties: Iterable[Property],
     *,
     resume: str | os.PathLike[str] | None,
     exact: bool,
 ) -> _Search:
+    """A breadth-first search of `model` checking `properties`, not yet run (its `run`
+    explores; `graph` returns what it explored): `explore` and `checker.graph` drive it."""
     h = hooks(model)
     for required in ("init_states", "successors"):
         if not callable(getattr(h, required)):
@@ -814,7 +816,7 @@ def explore(
     fingerprints (see the module doc). `keep_graph`: also return the explored graph (small
     spaces: it replays the exploration).
     """
-    search = _search(model, properties, resume=resume, exact=exact)
+    search = new_search(model, properties, resume=resume, exact=exact)
     prog = as_progress(progress)
     stopped_by: StopReason | None = None
     try:
@@ -860,7 +862,7 @@ def bytes_per_state(
     run first, the unexpanded frontier states are still held and counted too. ``peak``: the
     peak during the run divided by the states, which also counts the two frontier levels.
     """
-    search = _search(model, properties, resume=None, exact=kwargs.pop("exact", False))
+    search = new_search(model, properties, resume=None, exact=kwargs.pop("exact", False))
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
         tracemalloc.start()

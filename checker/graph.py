@@ -18,7 +18,7 @@ from typing import Any
 
 import networkx as nx
 
-from checker.explicit import _search
+from checker.explicit import new_search
 from checker.progress import NullProgress
 
 
@@ -27,7 +27,7 @@ def state_graph(model: Any, max_states: int = 10_000, max_depth: int | None = No
 
     Raises ValueError when there are more than `max_states` states.
     """
-    search = _search(model, (), resume=None, exact=False)
+    search = new_search(model, (), resume=None, exact=False)
     stopped = search.run(
         max_states=max_states,
         max_depth=max_depth,

@@ -62,7 +62,7 @@ class Result:
             "transitions": self.transitions,
             "depth": self.depth,
             "seconds": round(self.seconds, 3),
-            "trace_length": None if self.trace is None else len(self.trace.steps),
+            "trace_length": None if self.trace is None else self.trace.length,  # actions
             "engine": self.engine,
             "reason": self.reason,
         }

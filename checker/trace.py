@@ -66,6 +66,11 @@ class Trace:
     def actions(self) -> list[Any]:
         return [s.action for s in self.steps[1:]]
 
+    @builtins.property
+    def length(self) -> int:
+        """The number of actions (states less one): what `trace_length` means everywhere."""
+        return len(self.steps) - 1
+
     def _hooks(self, model: Any) -> ModelHooks:
         m = model if model is not None else self.model
         if m is None:

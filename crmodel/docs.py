@@ -28,11 +28,11 @@ from pathlib import Path
 
 import click
 
-from model.checkpoint import _ref_users
+from model.checkpoint import kernel_count
 from model.config import PRESETS
 from model.env import apply
 from model.flags import flags_str
-from model.state import DONE, FAILED, KIND_NAMES, OBJ_INODE, OBJ_NAMES, RESTARTED, World
+from model.state import DONE, FAILED, KIND_NAMES, OBJ_INODE, OBJ_NAMES, RESTARTED, World, slot_file
 from model.system import format_action
 from model.variants import LINUXCR, VARIANTS, Variant, knobs
 from specs import SPECS, Spec
@@ -72,7 +72,7 @@ def narrate(before: World, action: tuple | None, after: World,
     if name == "contained":
         if cr and cr.phase == FAILED:
             bad = [(i + 1, e, k) for i, e in enumerate(before.cr.objhash if before.cr else ())
-                   if (k := _ref_users(before, v, e.objtype, e.ptr)) is not None
+                   if (k := kernel_count(before, v, e.objtype, e.ptr)) is not None
                    and k != e.users]
             what = "an object" if not bad else (
                 f"objref {bad[0][0]} ({OBJ_NAMES[bad[0][1].objtype]}) with `users` "
@@ -80,7 +80,7 @@ def narrate(before: World, action: tuple | None, after: World,
             return (f"the contained check finds {what}: the checkpoint fails with "
                     f"{errname(cr.error)}")
         skipped = [e for e in (before.cr.objhash if before.cr else ())
-                   if _ref_users(before, v, e.objtype, e.ptr) is None]
+                   if kernel_count(before, v, e.objtype, e.ptr) is None]
         text = ("the contained check passes: every object it compares has `users` equal to "
                 "its kernel count")
         if skipped and any(e.objtype == OBJ_INODE for e in skipped):
@@ -121,7 +121,7 @@ def _narrate_call(before: World, action: tuple) -> str:
         return f"{who} opens f{path} with {fl} and gets fd {val}"
     if name == "reopen":
         target, fd, acc = args
-        src = before.files[before.tables[before.tasks[target].table][fd] >> 1]
+        src = before.files[slot_file(before.tables[before.tasks[target].table][fd])]
         return (f"{who} opens /proc/<task {target}>/fd/{fd} with {flags_str(acc)}: a new open "
                 f"file on the same {KIND_NAMES[src.kind]} object, fd {val}")
     simple: dict[str, Callable[[], str]] = {

@@ -35,7 +35,7 @@ from crmodel import api
 from crmodel.docs import errname, narrate, story
 from crmodel.render import Picture, render_state
 from crmodel.validate import UsageError, itf_document, one_line
-from model.checkpoint import _ref_users
+from model.checkpoint import kernel_count
 from model.config import Config, validate
 from model.flags import flags_str, fmode_str
 from model.image import (
@@ -60,6 +60,8 @@ from model.state import (
     ObjEntry,
     Task,
     World,
+    slot_cloexec,
+    slot_file,
 )
 from model.system import CrModel, describe, format_action
 from model.variants import LINUXCR, VARIANTS, Variant
@@ -498,7 +500,7 @@ class StateView:
             for ti in sorted({t.table for t in w.tasks}):
                 for fd, s in enumerate(w.tables[ti]):
                     if s >= 0:
-                        fds.append(([ti, fd, s >> 1, "yes" if s & 1 else ""],
+                        fds.append(([ti, fd, slot_file(s), "yes" if slot_cloexec(s) else ""],
                                     bg(f"table {ti} fd {fd}")))
             parts.append(_html_table("descriptors", ["fd table", "fd", "file", "FD_CLOEXEC"],
                                      fds))
@@ -521,7 +523,7 @@ class StateView:
             outside = outside_refs(w)
             rows = []
             for i, e in enumerate(cr.objhash):
-                kernel = _ref_users(w, self.variant, e.objtype, e.ptr)
+                kernel = kernel_count(w, self.variant, e.objtype, e.ptr)
                 bad = kernel is not None and kernel != e.users
                 rows.append(([i + 1, OBJ_NAMES[e.objtype], e.ptr, e.users,
                               "no ref_users" if kernel is None else kernel,

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import networkx as nx
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -28,7 +27,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from checker.graph import state_graph, write_graph
 from checker.trace import Step
-from model.checkpoint import _ref_users
+from model.checkpoint import kernel_count
 from model.config import Config
 from model.flags import flags_str, fmode_str
 from model.state import (
@@ -57,6 +56,9 @@ from model.state import (
     File,
     Task,
     World,
+    slot,
+    slot_cloexec,
+    slot_file,
 )
 from model.system import CrModel, describe, format_action
 from model.variants import LINUXCR, Variant
@@ -161,7 +163,7 @@ def object_graph(w: World, variant: Variant | None = None, counts: bool = True) 
             if s == EMPTY:
                 continue
             node = f"table {tb} fd {fd}"
-            cloexec = s & 1
+            cloexec = slot_cloexec(s)
             add(node, FD, (k, fd), [f"fd {fd}" + (" CLOEXEC" if cloexec else "")],
                 FILL["fd_cloexec" if cloexec else "fd"])
             g.add_edge(f"table {tb}", node, kind="fd", label="")
@@ -171,8 +173,8 @@ def object_graph(w: World, variant: Variant | None = None, counts: bool = True) 
     order: list[int] = []
     for tb in seen_tables:
         for s in w.tables[tb]:
-            if s != EMPTY and s >> 1 not in order:
-                order.append(s >> 1)
+            if s != EMPTY and slot_file(s) not in order:
+                order.append(slot_file(s))
     order += [fi for fi in range(len(w.files)) if fi not in order]
     for k, fi in enumerate(order):
         f = w.files[fi]
@@ -181,7 +183,7 @@ def object_graph(w: World, variant: Variant | None = None, counts: bool = True) 
     for tb in seen_tables:
         for fd, s in enumerate(w.tables[tb]):
             if s != EMPTY:
-                g.add_edge(f"table {tb} fd {fd}", f"file {s >> 1}", kind="file", label="")
+                g.add_edge(f"table {tb} fd {fd}", f"file {slot_file(s)}", kind="file", label="")
     objs: list[int] = []
     for fi in order:
         o = w.files[fi].obj
@@ -200,7 +202,7 @@ def object_graph(w: World, variant: Variant | None = None, counts: bool = True) 
             g.add_edge(f"file {fi}", f"file {x}", kind="inflight", label="in flight")
     outside = outside_refs(w) if entries else set()
     for i, e in enumerate(entries):
-        kernel = _ref_users(w, v, e.objtype, e.ptr)
+        kernel = kernel_count(w, v, e.objtype, e.ptr)
         alert = kernel is not None and kernel != e.users
         lines = [f"objref {i + 1}: {OBJ_NAMES[e.objtype]} ({_entry_name(w, e.objtype, e.ptr)})",
                  f"users={e.users}  " + ("not compared (no ref_users)" if kernel is None
@@ -255,7 +257,7 @@ def observation_world(obs: tuple) -> World:
     tables = [[EMPTY] * width for _ in range(ntables)]
     for tg, fds in tasks:
         for fd, cloexec, gi in fds:
-            tables[tg][fd] = gi * 2 + cloexec
+            tables[tg][fd] = slot(gi, cloexec)
     out_files = tuple(
         File(kind, path, og, flags, mode, pos, 0, tuple((t, fd) for t, fd in items if t >= 0))
         for kind, flags, mode, pos, path, og, items in files
@@ -614,56 +616,3 @@ def export_graph(cfg: Config, variant: Variant, out: str | Path,
         g = neighbourhood_graph(model, trace)
     write_graph(g, out)
     return g
-
-
-@click.command("graph")
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--config", "cfg", default="tiny", show_default=True,
-              help="A preset or a TOML file (the whole space needs a small one).")
-@click.option("--variant", default="linuxcr", show_default=True, help="Design variant.")
-@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, exists=True),
-              help="An ITF trace (from check --traces): export its states and their "
-              "successors only.")
-@click.option("--spec", help="Check this spec and export its trace's neighbourhood.")
-@click.option("--max-states", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Refuse a whole state space larger than this.")
-@click.option("--max-depth", type=click.IntRange(min=0), help="Explore only to this depth.")
-def graph_command(out: Path, cfg: str, variant: str, trace_path: str | None, spec: str | None,
-                  max_states: int, max_depth: int | None) -> None:
-    """Export a state space, or a trace's neighbourhood, as GraphML (.graphml) or DOT (.dot).
-
-    The whole space of the tiny preset is too large: give a smaller config, --max-depth, or a
-    trace (--trace FILE or --spec NAME)."""
-    from crmodel import api
-    from crmodel.notebook import load_trace
-    from crmodel.validate import UsageError, output_file
-
-    if out.suffix.lower() not in (".graphml", ".xml", ".dot", ".gv"):
-        raise click.UsageError(f"{out}: the file name must end in .graphml or .dot")
-    output_file(out, "graph output")
-    conf = api.config(cfg)
-    v = api.model(conf, variant).variant
-    steps = None
-    if trace_path and spec:
-        raise click.UsageError("give --trace or --spec, not both")
-    if trace_path:
-        try:
-            load_trace(trace_path, variant=v)  # an ITF trace of the model's states?
-        except UsageError as e:
-            raise click.UsageError(str(e)) from None
-        try:  # re-run through the model: a trace of another config or variant is refused
-            steps = load_trace(trace_path, conf, v).steps
-        except ValueError as e:
-            raise click.UsageError(f"{e} (give the config the trace was made with)") from None
-    elif spec:
-        rep = api.check(conf, [v.name], [spec])
-        row = rep.rows[0]
-        if row.trace is None:
-            raise click.UsageError(f"{v.name} / {spec}: {row.verdict}, no trace")
-        steps = row.trace.steps
-    try:
-        g = export_graph(conf, v, out, steps, max_states, max_depth)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    what = "trace neighbourhood" if steps else "state space"
-    click.echo(f"{out}: {what}, {g.number_of_nodes()} states, {g.number_of_edges()} edges")

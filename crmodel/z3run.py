@@ -25,12 +25,14 @@ from typing import Any
 from checker import symbolic
 from checker.result import Result
 from checker.symbolic import bmc, prove_parallel
-from crmodel.api import Report, Row, UsageError, exact_expectations, write_trace
+from crmodel.report import Report, Row, exact_expectations, write_trace
+from crmodel.validate import UsageError
 from model.config import PRESETS, Config
-from model.symbolic import SPECS_ENCODED, Sizes, covered_config, symbolic_model
+from model.symbolic import SPECS_ENCODED, Sizes, covered_config
 from model.system import CrModel
 from model.variants import VARIANTS
 from specs import SPECS
+from specs.lemmas import proof_model
 
 # The size proofs cover by default: 4 tasks (2 inside, 2 outside), 8 descriptors per fd
 # table, 8 open files; every access mode, status-flag set, close-on-exec value, 2 paths and
@@ -87,14 +89,14 @@ def run_job(job: Job) -> tuple[Result, Config]:
     """Prove, else refute: the Result and the config its trace belongs to."""
     t0 = time.monotonic()
     v = VARIANTS[job.variant]
-    sym = symbolic_model(job.size, v)
+    sym = proof_model(job.size, v)
     cache = symbolic.CACHE
     before = (cache.hits, cache.misses) if cache is not None else (0, 0)
     def report(r: symbolic.ObligationResult, done: int, total: int) -> None:
         print(f"z3: {job.variant} / {job.spec}: {symbolic.progress_text(r, done, total)}",
               file=sys.stderr, flush=True)
 
-    ok, obs = prove_parallel(symbolic_model, (job.size, v), job.spec, job.timeout, job.jobs,
+    ok, obs = prove_parallel(proof_model, (job.size, v), job.spec, job.timeout, job.jobs,
                              on_result=report if job.progress else None)
     if ok:
         lemmas = [lem.name for lem in sym.lemmas(job.spec)]
@@ -122,7 +124,7 @@ def _refute(job: Job, t0: float, why: str, cti: Any = None) -> tuple[Result, Con
     tried = []
     for cfg in _bmc_configs(job):
         depth = run_length(cfg)
-        [r] = bmc(symbolic_model(cfg, v), [job.spec], depth, job.timeout)
+        [r] = bmc(proof_model(cfg, v), [job.spec], depth, job.timeout)
         if r.verdict == "violated":
             r.seconds = time.monotonic() - t0
             r.reason = f"{why}; on {cfg.name}: {r.reason}"

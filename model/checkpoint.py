@@ -34,6 +34,8 @@ from model.state import (
     Cr,
     ObjEntry,
     World,
+    slot_cloexec,
+    slot_file,
 )
 from model.variants import Variant
 from model.world import held_files, observe, outside_refs, ref_users
@@ -81,7 +83,7 @@ def is_clean(w: World) -> int:
             mine.add((OBJ_INODE, file.obj))
     if mine & outside_refs(w):
         return 0
-    direct = {s >> 1 for t in w.tasks if t.inside for s in w.tables[t.table] if s != EMPTY}
+    direct = {slot_file(s) for t in w.tasks if t.inside for s in w.tables[t.table] if s != EMPTY}
     for f in inside:
         file = w.files[f]
         if f not in direct or file.kind == TIMERFD or file.owner or file.rcvq:
@@ -94,7 +96,9 @@ def _peer(w: World, f: int) -> int:
     return next((i for i, g in enumerate(w.files) if i != f and g.kind == UNIX and g.obj == o), -1)
 
 
-def _ref_users(w: World, v: Variant, objtype: int, ptr: int) -> int | None:
+def kernel_count(w: World, v: Variant, objtype: int, ptr: int) -> int | None:
+    """The count the contained check compares an object's `users` with under `v`, or None
+    for a type it never compares (a pipe's INODE, unless the variant gives it ref_users)."""
     if objtype == OBJ_INODE:
         if not v.pipe_ref_users:
             return None  # INODE has no ref_users: never compared
@@ -184,8 +188,8 @@ def collect(w: World, v: Variant) -> World:
         table = w.tasks[ti].table
         if h.collect(OBJ_FILE_TABLE, table):
             for s in w.tables[table]:
-                if s != EMPTY and not _skipped(w, v, s >> 1):
-                    _collect_file(w, v, h, s >> 1)
+                if s != EMPTY and not _skipped(w, v, slot_file(s)):
+                    _collect_file(w, v, h, slot_file(s))
     w = w._replace(cr=w.cr._replace(phase=COLLECTED, objhash=tuple(h.entries)))
     # The counts the contained check compares later are only as good as the references they
     # were taken from: an fd table an unfrozen task also holds can change after this step.
@@ -203,7 +207,7 @@ def _leaks(w: World, v: Variant) -> list[ObjEntry]:
     return [
         e
         for e in w.cr.objhash
-        if (r := _ref_users(w, v, e.objtype, e.ptr)) is not None and r != e.users
+        if (r := kernel_count(w, v, e.objtype, e.ptr)) is not None and r != e.users
     ]
 
 
@@ -243,17 +247,17 @@ def write(w: World, v: Variant) -> World:
                 continue
             written_tables.add(table)
             slots = [(fd, s) for fd, s in enumerate(w.tables[table]) if s != EMPTY]
-            slots = [(fd, s) for fd, s in slots if not _skipped(w, v, s >> 1)]
+            slots = [(fd, s) for fd, s in slots if not _skipped(w, v, slot_file(s))]
             image.append(TableRec(2, tref, len(slots)))
             for fd, s in slots:
-                f = s >> 1
+                f = slot_file(s)
                 fref = add(OBJ_FILE, f)
                 if f not in written_files:
-                    written_files[f] = s & 1
+                    written_files[f] = slot_cloexec(s)
                     image.append(_file_record(w, v, f, fref, add))
                     if w.files[f].kind == EPOLL:
                         epolls.append(f)
-                cloexec = written_files[f] if v.cloexec_per_file else s & 1
+                cloexec = written_files[f] if v.cloexec_per_file else slot_cloexec(s)
                 image.append(FdRec(3, fd, fref, cloexec))
         for ep in epolls:  # the deferred queue
             for tf, fd in w.files[ep].epitems:
@@ -334,7 +338,7 @@ def _file_record(w: World, v: Variant, f: int, fref: int, add) -> FileRec:
 
 
 def _table_files(w: World, table: int) -> set[int]:
-    return {s >> 1 for s in w.tables[table] if s != EMPTY}
+    return {slot_file(s) for s in w.tables[table] if s != EMPTY}
 
 
 def visited(w: World, v: Variant) -> World:
@@ -347,17 +351,8 @@ def visited(w: World, v: Variant) -> World:
     return _finished(w.cr._replace(phase=DONE, objhash=()))
 
 
-def kernel_count(w: World, v: Variant, objtype: int, ptr: int) -> int | None:
-    """The count the contained check compares an object's `users` with under `v`, or None
-    for a type it never compares (a pipe's INODE, unless the variant gives it ref_users)."""
-    return _ref_users(w, v, objtype, ptr)
-
-
 def leaks(w: World, v: Variant) -> list[tuple[int, ObjEntry, int]]:
     """What the contained check would refuse now: (objref, entry, kernel count) for every
     hashed object whose `users` differ from the kernel's count."""
-    return [(w.cr.objhash.index(e) + 1, e, _ref_users(w, v, e.objtype, e.ptr) or 0)
+    return [(w.cr.objhash.index(e) + 1, e, kernel_count(w, v, e.objtype, e.ptr) or 0)
             for e in _leaks(w, v)]
-
-
-CHECKPOINT_STEPS = {FROZEN: "collect", COLLECTED: "contained", CHECKED: "write", WRITTEN: "visited"}

@@ -42,6 +42,9 @@ from model.state import (
     File,
     Task,
     World,
+    slot,
+    slot_cloexec,
+    slot_file,
 )
 from model.world import live_files, normalize, table_users
 
@@ -67,7 +70,7 @@ def _fd_file(w: World, t: int, fd: int) -> int:
     if not 0 <= fd < len(table):
         return -1
     s = table[fd]
-    return -1 if s == EMPTY else s >> 1
+    return -1 if s == EMPTY else slot_file(s)
 
 
 def _free_fds(table: tuple[int, ...], n: int) -> list[int]:
@@ -220,7 +223,7 @@ def sys_setfd(w: World, t: int, fd: int, cloexec: int) -> tuple[Outcome, World]:
     fi = _fd_file(w, t, fd)
     if fi < 0:
         return err("EBADF", w)
-    return OK0, _set_slots(w, t, {fd: fi * 2 + (1 if cloexec else 0)})
+    return OK0, _set_slots(w, t, {fd: slot(fi, 1 if cloexec else 0)})
 
 
 def sys_setown(w: World, t: int, fd: int) -> tuple[Outcome, World]:
@@ -271,7 +274,7 @@ def sys_exec(w: World, t: int) -> tuple[Outcome, World]:
             tables=w.tables + (table,),
             tasks=w.tasks[:t] + (task._replace(table=len(w.tables)),) + w.tasks[t + 1 :],
         )
-    closed = {fd: EMPTY for fd, s in enumerate(table) if s != EMPTY and s & 1}
+    closed = {fd: EMPTY for fd, s in enumerate(table) if s != EMPTY and slot_cloexec(s)}
     return OK0, _release(_set_slots(w, t, closed))
 
 
@@ -485,7 +488,7 @@ def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[t
                         yield ("open", t, path, acc, flags, 1)
     for fd in fds:
         s = table[fd]
-        f = files[s >> 1]
+        f = files[slot_file(s)]
         if "close" in on:
             yield ("close", t, fd)
         if "dup" in on and nfree:
@@ -498,7 +501,7 @@ def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[t
             for fl in cfg.setfl_flags:
                 yield ("setfl", t, fd, fl)
         if "setfd" in on:
-            yield ("setfd", t, fd, 1 - (s & 1))
+            yield ("setfd", t, fd, 1 - slot_cloexec(s))
         if "setown" in on and not f.owner:
             yield ("setown", t, fd)
         if "lseek" in on and f.f_mode & FMODE_LSEEK:
@@ -508,11 +511,11 @@ def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[t
         if f.kind == EPOLL:
             if "epoll_add" in on:
                 for fd2 in fds:
-                    if fd2 != fd and files[table[fd2] >> 1].kind in CAN_POLL:
+                    if fd2 != fd and files[slot_file(table[fd2])].kind in CAN_POLL:
                         yield ("epoll_add", t, fd, fd2)
             if "epoll_del" in on:
                 for tf, fd2 in f.epitems:
-                    if fd2 < len(table) and table[fd2] != EMPTY and table[fd2] >> 1 == tf:
+                    if fd2 < len(table) and table[fd2] != EMPTY and slot_file(table[fd2]) == tf:
                         yield ("epoll_del", t, fd, fd2)
         if f.kind == UNIX:
             if "sendmsg" in on:
@@ -523,7 +526,7 @@ def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[t
     if "reopen" in on and nfree:
         for t2, other in enumerate(w.tasks):
             for fd2, s2 in enumerate(w.tables[other.table]):
-                if s2 != EMPTY and files[s2 >> 1].kind in REOPENABLE:
+                if s2 != EMPTY and files[slot_file(s2)].kind in REOPENABLE:
                     for acc in cfg.access_modes:
                         yield ("reopen", t, t2, fd2, acc)
     if nfree >= 2:

@@ -22,8 +22,6 @@ O_CLOEXEC = 0o2000000
 SETFL_MASK = O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME
 # Linux-CR restart: restore_file_common() passes `f_flags & CKPT_SETFL_MASK` to vfs_fcntl().
 CKPT_SETFL_MASK = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME
-# CRIU's restore mask (facts section 7).
-CRIU_SETFL_MASK = O_APPEND | O_ASYNC | O_NONBLOCK | O_DIRECT | O_NOATIME
 
 # f_mode bits (include/linux/fs.h)
 FMODE_READ = 0x1
@@ -65,13 +63,3 @@ def flags_str(flags: int) -> str:
 
 def fmode_str(mode: int) -> str:
     return "|".join(n for n, v in FMODE_NAMES.items() if mode & v) or "0"
-
-
-def parse_flag_set(names: list[str]) -> int:
-    """Flag names -> bitmask; raises KeyError naming the bad flag."""
-    value = 0
-    for n in names:
-        if n not in FLAG_NAMES:
-            raise KeyError(n)
-        value |= FLAG_NAMES[n]
-    return value

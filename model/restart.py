@@ -46,6 +46,8 @@ from model.state import (
     File,
     Task,
     World,
+    slot,
+    slot_file,
 )
 from model.variants import Variant
 from model.world import f_count, normalize, observe
@@ -225,7 +227,7 @@ class _Restorer:
             self.image_fmode.append(self.image_fmode[f])
             f = len(self.files) - 1
         installed.add(f)
-        self.tables[self.tasks[-1].table][r.fd] = f * 2 + (1 if r.cloexec else 0)
+        self.tables[self.tasks[-1].table][r.fd] = slot(f, 1 if r.cloexec else 0)
 
 
 def restart(image: tuple, v: Variant, max_fds: int) -> tuple[int, tuple, tuple]:
@@ -258,7 +260,7 @@ def _file_order(w: World) -> list[int]:
     for t in w.tasks:
         for s in w.tables[t.table]:
             if s != EMPTY:
-                seen.setdefault(s >> 1, None)
+                seen.setdefault(slot_file(s), None)
     return list(seen)
 
 

@@ -68,7 +68,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -121,6 +121,8 @@ from model.state import (
     ObjEntry,
     Task,
     World,
+    slot_cloexec,
+    slot_file,
 )
 from model.variants import Variant
 
@@ -612,8 +614,14 @@ class CrSymModel:
     """Symbolic crmodel under one design variant, at one size (see the module docstring)."""
 
     def __init__(self, sizes: Sizes, variant: Variant, dom: Domains | None = None,
-                 cfg: Config | None = None, counts: str = "bv") -> None:
+                 cfg: Config | None = None, counts: str = "bv",
+                 lemmas: Callable[[str], list[Any]] | None = None,
+                 predicates: Mapping[str, Callable[[World], bool]] | None = None) -> None:
+        """`lemmas(name)`: the strengthening lemmas of a property's proof (none if not
+        given); `predicates`: the explicit predicate of each property, by name, with which
+        `concretize` checks a replayed counterexample (both come from `specs`)."""
         self.sizes, self.v = sizes, variant
+        self._lemmas, self._predicates = lemmas, predicates or {}
         self.dom = dom or Domains()
         self.NT, self.ND, self.NF = sizes.tasks, sizes.fds, sizes.files
         self.NI, self.NO = sizes.inside, sizes.outside
@@ -779,9 +787,7 @@ class CrSymModel:
         return None
 
     def lemmas(self, name: str) -> list[Any]:
-        from specs.lemmas import lemmas_for
-
-        return lemmas_for(name)
+        return self._lemmas(name) if self._lemmas is not None else []
 
     # --- transitions -----------------------------------------------------------------------
 
@@ -907,8 +913,6 @@ class CrSymModel:
         of `CrModel`: every state must agree with the decoded symbolic one (`summary`), and
         the last must violate `prop` (the spec's own predicate). Returns the (action, state)
         pairs and a problem text ('' when all agree)."""
-        from specs.registry import SPECS
-
         cm = self.concrete_model
         steps_on = self.dom.bounded
         w = cm.init_states()[0]
@@ -925,7 +929,7 @@ class CrSymModel:
                 return out, (f"step {i + 1} ({a}): states differ: explicit "
                              f"{summary(w, steps_on)} vs symbolic "
                              f"{summary(states[i + 1], steps_on)}")
-        if prop and prop in SPECS and SPECS[prop].predicate(w):
+        if prop in self._predicates and self._predicates[prop](w):
             return out, f"the replayed last state does not violate {prop}"
         return out, ""
 
@@ -1814,9 +1818,9 @@ def encode_world(m: CrSymModel, w: World) -> dict[str, Any] | None:
     val["table"] = [w.tasks[t].table if t < len(w.tasks) else 0 for t in range(NT)]
     val["used"] = [[x < len(w.tables) and w.tables[x][d] != EMPTY for d in range(ND)]
                    for x in range(NT)]
-    val["sfile"] = [[w.tables[x][d] >> 1 if val["used"][x][d] else 0 for d in range(ND)]
+    val["sfile"] = [[slot_file(w.tables[x][d]) if val["used"][x][d] else 0 for d in range(ND)]
                     for x in range(NT)]
-    val["cloexec"] = [[bool(w.tables[x][d] & 1) if val["used"][x][d] else False
+    val["cloexec"] = [[bool(slot_cloexec(w.tables[x][d])) if val["used"][x][d] else False
                        for d in range(ND)] for x in range(NT)]
 
     def fget(f: int, attr: str, default: Any) -> Any:
@@ -1909,8 +1913,8 @@ def summary(w: World, steps: bool = True) -> tuple:
     for ti, t in enumerate(w.tasks):
         for fd, s in enumerate(w.tables[t.table]):
             if s != EMPTY:
-                fnames.setdefault(s >> 1, ())
-                fnames[s >> 1] += ((ti, fd),)
+                fnames.setdefault(slot_file(s), ())
+                fnames[slot_file(s)] += ((ti, fd),)
 
     def fname(f: int) -> tuple:
         if f in fnames:
@@ -1953,12 +1957,17 @@ def summary(w: World, steps: bool = True) -> tuple:
 
 def symbolic_model(cfg_or_sizes: Config | Sizes, variant: Variant, *, files: int | None = None,
                    bounded: bool = True, actions: Iterable[str] | None = None,
-                   domains: Domains | None = None, counts: str | None = None) -> CrSymModel:
+                   domains: Domains | None = None, counts: str | None = None,
+                   lemmas: Callable[[str], list[Any]] | None = None,
+                   predicates: Mapping[str, Callable[[World], bool]] | None = None
+                   ) -> CrSymModel:
     """The symbolic model for a config (its bounds and domains; `files` open-file slots,
     default one per descriptor of every task) or for explicit `Sizes` (wide domains: every
     access mode, every status-flag set for open and F_SETFL, O_CLOEXEC, 2 paths, 4 offsets;
     no step bounds). `actions` restricts the environment actions (e.g. without exec).
-    `counts`: 'bv' (default for a config: BMC) or 'int' (default for Sizes: proofs)."""
+    `counts`: 'bv' (default for a config: BMC) or 'int' (default for Sizes: proofs).
+    `lemmas`, `predicates`: see `CrSymModel` (`specs.lemmas.proof_model` passes the specs')."""
+    extra = {"lemmas": lemmas, "predicates": predicates}
     if isinstance(cfg_or_sizes, Config):
         cfg = cfg_or_sizes
         nf = files if files is not None else (cfg.inside_tasks + cfg.outside_tasks) * cfg.max_fds
@@ -1968,11 +1977,11 @@ def symbolic_model(cfg_or_sizes: Config | Sizes, variant: Variant, *, files: int
             dom = dataclasses.replace(dom, actions=frozenset(actions) & dom.actions)
         return CrSymModel(sizes, variant, dom, cfg=covered_config(cfg) if bounded and
                           actions is None and domains is None else None,
-                          counts=counts or "bv")
+                          counts=counts or "bv", **extra)
     dom = domains or Domains()
     if actions is not None:
         dom = dataclasses.replace(dom, actions=frozenset(actions) & frozenset(COVERED_ACTIONS))
-    return CrSymModel(cfg_or_sizes, variant, dom, counts=counts or "int")
+    return CrSymModel(cfg_or_sizes, variant, dom, counts=counts or "int", **extra)
 
 
 # --- concrete evaluation (agreement with the explicit model) --------------------------------

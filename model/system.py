@@ -29,6 +29,8 @@ from model.state import (
     RESTARTED,
     WRITTEN,
     World,
+    slot_cloexec,
+    slot_file,
 )
 from model.variants import Variant
 from model.world import canonical
@@ -203,7 +205,8 @@ def describe(w: World) -> dict[str, str]:
     for ti, table in enumerate(w.tables):
         for fd, s in enumerate(table):
             if s != EMPTY:
-                d[f"table {ti} fd {fd}"] = f"file {s >> 1}" + (" FD_CLOEXEC" if s & 1 else "")
+                cl = " FD_CLOEXEC" if slot_cloexec(s) else ""
+                d[f"table {ti} fd {fd}"] = f"file {slot_file(s)}{cl}"
     for fi, f in enumerate(w.files):
         d[f"file {fi}"] = _file_text(f)
     if w.tasks:

@@ -20,6 +20,9 @@ from model.state import (
     ObjEntry,
     Task,
     World,
+    slot,
+    slot_cloexec,
+    slot_file,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -39,7 +42,7 @@ def f_count(w: World, f: int) -> int:
     n = 0
     for table in live_tables(w):
         for s in w.tables[table]:
-            if s != EMPTY and s >> 1 == f:
+            if s != EMPTY and slot_file(s) == f:
                 n += 1
     for g in w.files:
         if g.kind == UNIX:
@@ -164,7 +167,8 @@ def _rename(
         new_tables = tuple(w.tables[old] for old in table_order)
     else:
         new_tables = tuple(
-            tuple(s if s == EMPTY else (fmap[s >> 1] << 1) | (s & 1) for s in w.tables[old])
+            tuple(s if s == EMPTY else slot(fmap[slot_file(s)], slot_cloexec(s))
+                  for s in w.tables[old])
             for old in table_order
         )
     files = []
@@ -208,9 +212,9 @@ def _reachable(w: World) -> tuple[list[int], list[int], list[int]]:
     seen_f: set[int] = set()
     for tb in tables:
         for s in w.tables[tb]:
-            if s != EMPTY and (s >> 1) not in seen_f:
-                seen_f.add(s >> 1)
-                files.append(s >> 1)
+            if s != EMPTY and slot_file(s) not in seen_f:
+                seen_f.add(slot_file(s))
+                files.append(slot_file(s))
     for e in entries:
         if e.objtype in (OBJ_FILE, OBJ_SOCK) and e.ptr not in seen_f:
             seen_f.add(e.ptr)
@@ -271,7 +275,8 @@ def canonical(w: World) -> World:
         return (
             t.inside,
             t.frozen,
-            tuple((0,) if s == EMPTY else (1, s & 1, _file_sig(files[s >> 1])) for s in slots),
+            tuple((0,) if s == EMPTY else (1, slot_cloexec(s), _file_sig(files[slot_file(s)]))
+                  for s in slots),
         )
 
     tasks = sorted(w.tasks, key=sig)
@@ -303,9 +308,9 @@ def project(w: World) -> dict:
         for fd, s in enumerate(w.tables[t.table]):
             if s == EMPTY:
                 continue
-            f = w.files[s >> 1]
-            fds[fd] = {"flags": f.f_flags, "cloexec": s & 1, "pos": f.f_pos}
-            fgroups.setdefault(s >> 1, []).append([ti, fd])
+            f = w.files[slot_file(s)]
+            fds[fd] = {"flags": f.f_flags, "cloexec": slot_cloexec(s), "pos": f.f_pos}
+            fgroups.setdefault(slot_file(s), []).append([ti, fd])
             if f.kind in OBJ_KINDS:
                 ogroups.setdefault(f.obj, []).append([ti, fd])
             if f.kind == EPOLL:
@@ -340,7 +345,7 @@ def observe(w: World, task_ids: list[int]) -> tuple:
         fds = []
         for fd, s in enumerate(w.tables[t.table]):
             if s != EMPTY:
-                fds.append((fd, s & 1, fmap.setdefault(s >> 1, len(fmap))))
+                fds.append((fd, slot_cloexec(s), fmap.setdefault(slot_file(s), len(fmap))))
         tasks.append((tg, tuple(fds)))
     omap: dict[int, int] = {}
     files = []
@@ -357,7 +362,7 @@ def held_files(w: World, inside: int) -> set[int]:
     queues of sockets they hold."""
     out: set[int] = set()
     todo = [
-        s >> 1
+        slot_file(s)
         for t in w.tasks
         if t.inside == inside
         for s in w.tables[t.table]

@@ -26,6 +26,8 @@ from typing import Any
 
 import z3
 
+import model.symbolic as sym
+from model.config import Config
 from model.state import (
     CHECKED,
     COLLECTED,
@@ -38,6 +40,9 @@ from model.state import (
     TIMERFD,
     WRITTEN,
 )
+from model.symbolic import CrSymModel, Sizes, symbolic_model
+from model.variants import Variant
+from specs.registry import SPECS
 
 Pred = Callable[[Any, Any], z3.BoolRef]
 
@@ -74,14 +79,16 @@ def lemmas_for(prop: str) -> list[Lemma]:
     return [lem for lem in LEMMAS.values() if prop in lem.properties]
 
 
-def _sym() -> Any:
-    import model.symbolic as sym  # z3 encoding helpers (imported late: it imports no specs)
-
-    return sym
+def proof_model(cfg_or_sizes: Config | Sizes, variant: Variant, **kw: Any) -> CrSymModel:
+    """`model.symbolic.symbolic_model` with what its proofs and counterexamples need from the
+    specs: the lemmas of this module, and each spec's predicate (a counterexample replayed on
+    the explicit model must violate it)."""
+    predicates = {name: spec.predicate for name, spec in SPECS.items()}
+    return symbolic_model(cfg_or_sizes, variant, lemmas=lemmas_for, predicates=predicates, **kw)
 
 
 def _phase_in(s: Any, phases: tuple[int, ...]) -> z3.BoolRef:
-    return _sym().in_(s["phase"], phases)
+    return sym.in_(s["phase"], phases)
 
 
 # --- leak_detection_sound and the specs that share its argument ------------------------------
@@ -92,7 +99,6 @@ _LEAK_SPECS = ("leak_detection_sound", "leak_detection_sound_at_write", "pipe_pe
 @lemma(*_LEAK_SPECS, "leak_detection_complete")
 def objhash_empty_before_collect(m: Any, s: Any) -> z3.BoolRef:
     """Before collect (no checkpoint, or just frozen) the objhash holds nothing."""
-    sym = _sym()
     hashed = (list(s["h_tab"]) + list(s["h_file"]) + list(s["h_ino"])
               + [h for pair in s["h_tty"] for h in pair])
     return z3.Implies(_phase_in(s, (0, FROZEN)), z3.Not(sym.any_(hashed)))
@@ -101,7 +107,6 @@ def objhash_empty_before_collect(m: Any, s: Any) -> z3.BoolRef:
 @lemma(*_LEAK_SPECS, "leak_detection_complete")
 def one_master_per_pty(m: Any, s: Any) -> z3.BoolRef:
     """No two live pty master files are on the same pty pair."""
-    sym = _sym()
     v = m.view(s)
     out = []
     for f in range(m.NF):
@@ -116,7 +121,6 @@ def one_master_per_pty(m: Any, s: Any) -> z3.BoolRef:
 def hashed_tables_are_the_inside_tables(m: Any, s: Any) -> z3.BoolRef:
     """From collect to the write, the hashed fd tables are exactly those inside tasks hold,
     each with users = users_start - 1 + the inside tasks holding it."""
-    sym = _sym()
     v = m.view(s)
     start1 = sym.num(m.v.users_start - 1, m.CW)
     ok = [z3.And(s["h_tab"][x] == v.ins_table[x],
@@ -126,7 +130,6 @@ def hashed_tables_are_the_inside_tables(m: Any, s: Any) -> z3.BoolRef:
 
 
 def _hashed_on(m: Any, s: Any, o: int, kinds: tuple[int, ...]) -> list[z3.BoolRef]:
-    sym = _sym()
     return [z3.And(s["h_file"][f], sym.in_(s["kind"][f], kinds), sym.is_(s["obj"][f], o))
             for f in range(m.NF)]
 
@@ -135,7 +138,6 @@ def counts_match_inside_references(m: Any, s: Any) -> z3.BoolRef:
     """Every hashed object's users is users_start - 1 plus the references found from inside
     in the current state: fd slots of inside tables for a file, hashed files on it for a
     pipe inode or a tty side (the conjunct of `collected_counts_consistent`)."""
-    sym = _sym()
     v = m.view(s)
     start1 = sym.num(m.v.users_start - 1, m.CW)
     out = [z3.Implies(s["h_file"][f], s["u_file"][f] == start1 + v.tin[f])
@@ -161,7 +163,6 @@ def counts_match_inside_references(m: Any, s: Any) -> z3.BoolRef:
 def collected_counts_consistent(m: Any, s: Any) -> z3.BoolRef:
     """Between collect and the contained check, no outside task holds a hashed fd table, and
     every hashed object's users equals users_start - 1 plus its references from inside now."""
-    sym = _sym()
     v = m.view(s)
     shared = sym.any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
     return z3.Implies(sym.is_(s["phase"], COLLECTED),
@@ -172,7 +173,6 @@ def collected_counts_consistent(m: Any, s: Any) -> z3.BoolRef:
 def checked_objects_not_shared(m: Any, s: Any) -> z3.BoolRef:
     """After a passed contained check, no hashed object (nor the inode of a hashed pipe) was
     referenced from outside at the check, and no outside task holds a hashed fd table."""
-    sym = _sym()
     v = m.view(s)
     out = [z3.Not(z3.And(s["h_tab"][x], z3.Or(s["g_tab"][x], v.out_table[x])))
            for x in range(m.NT)]
@@ -204,7 +204,6 @@ def no_pipe_leak_recorded(m: Any, s: Any) -> z3.BoolRef:
 def checked_counts_consistent(m: Any, s: Any) -> z3.BoolRef:
     """After a passed contained check, no outside task holds a hashed fd table and every
     hashed object's users still equals users_start - 1 plus its references from inside."""
-    sym = _sym()
     v = m.view(s)
     shared = sym.any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
     return z3.Implies(sym.is_(s["phase"], CHECKED),
@@ -233,7 +232,6 @@ def no_timerfd_written(m: Any, s: Any) -> z3.BoolRef:
 
 def flags_ok(kind: z3.BitVecRef, flags: z3.BitVecRef) -> z3.BoolRef:
     """The f_flags an open file of `kind` can have (see `flags_wellformed`)."""
-    sym = _sym()
     from model.flags import O_ASYNC, O_DIRECT, O_RDONLY, O_RDWR, O_WRONLY
     from model.state import PIPE_R, PIPE_RW, PIPE_W, TIMERFD
 
@@ -255,7 +253,7 @@ def flags_wellformed(m: Any, s: Any) -> z3.BoolRef:
     """Every file slot's f_flags are a valid access mode plus known status bits, a pipe
     end's access mode matches its kind, epoll and timerfd files are O_RDWR without O_ASYNC or
     O_DIRECT, and pty files never have O_DIRECT."""
-    return _sym().all_(flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF))
+    return sym.all_(flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF))
 
 
 def _written_ghost_means_error(s: Any, ghost: str) -> z3.BoolRef:
@@ -290,7 +288,6 @@ def image_keeps_counts(m: Any, s: Any) -> z3.BoolRef:
 def restart_reports_image(m: Any, s: Any) -> z3.BoolRef:
     """After restart from an untampered image, it failed exactly when the image said it
     would."""
-    sym = _sym()
     return z3.Implies(z3.And(sym.is_(s["phase"], RESTARTED), sym.is_(s["tamper"], 0)),
                       s["rst_err"] == s["img_err"])
 
@@ -310,7 +307,6 @@ _COMPLETE = ("leak_detection_complete",)
 @lemma(*_COMPLETE)
 def epoll_items_watch_live_files(m: Any, s: Any) -> z3.BoolRef:
     """Until the checkpoint ends, every item of a live eventpoll watches a live file."""
-    sym = _sym()
     v = m.view(s)
     out = [z3.Implies(z3.And(v.alive_f[e], sym.is_(s["kind"][e], EPOLL), s["ep"][e][f][d]),
                       v.alive_f[f])
@@ -324,7 +320,6 @@ def clean_container_untouched(m: Any, s: Any) -> z3.BoolRef:
     was seen shared or unsupported), no outside task holds an inside fd table, every item of
     an inside eventpoll watches a file an inside table holds, and no file an inside table
     holds is also an outside task's, a timerfd or owned (F_SETOWN)."""
-    sym = _sym()
     v = m.view(s)
     held = v.held_in
     out = [z3.Not(z3.And(v.ins_table[x], v.out_table[x])) for x in range(m.NT)]
@@ -343,7 +338,6 @@ def clean_objhash_is_the_container(m: Any, s: Any) -> z3.BoolRef:
     objhash holds exactly the inside fd tables and the files they hold, each hashed object's
     users is users_start - 1 plus its references from inside (after the write only where the
     variant checks the counts again), and after the write every hashed object is visited."""
-    sym = _sym()
     v = m.view(s)
     held = v.held_in
     start1 = sym.num(m.v.users_start - 1, m.CW)

@@ -95,6 +95,7 @@ from model.state import (
     UNIX,
     File,
     World,
+    slot_file,
 )
 from model.world import project
 
@@ -161,12 +162,12 @@ def _open_fds(w: World, t: int, kinds: frozenset[int] | None = None) -> list[int
     return [
         fd
         for fd, s in enumerate(_slots(w, t))
-        if s != EMPTY and (kinds is None or w.files[s >> 1].kind in kinds)
+        if s != EMPTY and (kinds is None or w.files[slot_file(s)].kind in kinds)
     ]
 
 
 def _file(w: World, t: int, fd: int) -> File:
-    return w.files[_slots(w, t)[fd] >> 1]
+    return w.files[slot_file(_slots(w, t)[fd])]
 
 
 def _closed_fd(w: World, t: int, r: int) -> int:
@@ -235,7 +236,7 @@ def _readable(f: File) -> bool:
 
 def _peer_gone(w: World, t: int, fd: int) -> bool:
     """The socket at `fd` has no peer any more (by index: the two ends can be equal tuples)."""
-    me = _slots(w, t)[fd] >> 1
+    me = slot_file(_slots(w, t)[fd])
     obj = w.files[me].obj
     return not any(g.kind == UNIX and g.obj == obj and i != me for i, g in enumerate(w.files))
 
@@ -243,7 +244,8 @@ def _peer_gone(w: World, t: int, fd: int) -> bool:
 def _live_items(w: World, t: int, ep: int) -> list[int]:
     """Descriptors of `t` that still name the file of one of epoll `ep`'s items."""
     slots = _slots(w, t)
-    return [fd for tf, fd in _file(w, t, ep).epitems if slots[fd] != EMPTY and slots[fd] >> 1 == tf]
+    return [fd for tf, fd in _file(w, t, ep).epitems
+            if slots[fd] != EMPTY and slot_file(slots[fd]) == tf]
 
 
 def _wants(w: World, kind: str, t: int) -> bool:

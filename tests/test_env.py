@@ -47,6 +47,9 @@ from model.state import (
     File,
     Task,
     World,
+    slot,
+    slot_cloexec,
+    slot_file,
 )
 from model.world import canonical, f_count, normalize, project
 
@@ -68,7 +71,7 @@ def run(actions: list[Action], max_fds: int = 8) -> tuple[list[Outcome], World]:
 def file_at(w: World, t: int, fd: int) -> int:
     s = w.tables[w.tasks[t].table][fd]
     assert s != EMPTY, f"task {t} fd {fd} is closed"
-    return s >> 1
+    return slot_file(s)
 
 
 def fobj(w: World, t: int, fd: int) -> File:
@@ -76,7 +79,7 @@ def fobj(w: World, t: int, fd: int) -> File:
 
 
 def cloexec(w: World, t: int, fd: int) -> int:
-    return w.tables[w.tasks[t].table][fd] & 1
+    return slot_cloexec(w.tables[w.tasks[t].table][fd])
 
 
 def fds(w: World, t: int) -> list[int]:
@@ -715,7 +718,7 @@ def test_canonical_ignores_file_and_object_numbering() -> None:
     files = [None] * 4
     for old, new in enumerate(perm):
         files[new] = renum(a.files[old])
-    b = World(a.tasks, (tuple(s if s == EMPTY else perm[s >> 1] * 2 for s in table),),
+    b = World(a.tasks, (tuple(s if s == EMPTY else slot(perm[slot_file(s)], 0) for s in table),),
               tuple(files), 0)  # type: ignore[arg-type]
     assert a != b
     assert canonical(a) == canonical(b)

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from checker.graph import state_graph
 from crmodel import notebook as nb
+from crmodel.cli import graph_command
 from crmodel.render import (
     changed_nodes,
     export_graph,
-    graph_command,
     neighbourhood_graph,
     object_graph,
     observation_world,

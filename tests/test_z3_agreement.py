@@ -62,6 +62,7 @@ from model.symbolic import (
 from model.system import CrModel
 from model.variants import VARIANTS
 from specs import SPECS
+from specs.lemmas import proof_model
 
 SLOW = os.environ.get("CRMODEL_Z3_SLOW") == "1"
 
@@ -185,7 +186,7 @@ def test_bmc_matches_explicit_counterexamples(variant: str) -> None:
     if not todo:
         pytest.skip(f"{variant}: none of {BMC_SPECS} is violated on {SMALL.name}")
     depth = max(exp[p][1] for p in todo)
-    m = symbolic_model(SMALL, VARIANTS[variant])
+    m = proof_model(SMALL, VARIANTS[variant])
     for r in bmc(m, todo, depth, timeout=120):
         assert r.verdict == "violated", (variant, r.property, r.reason)
         assert r.depth == exp[r.property][1], (variant, r.property)
@@ -208,7 +209,7 @@ def test_proof_where_explicit_holds(variant: str, spec: str) -> None:
     """Where the explicit search of SMALL finds the spec holding, the proof at SMALL's sizes
     (unbounded steps: it covers SMALL's bounded runs) succeeds."""
     assert _explicit(SMALL, variant)[spec][0] == "holds"
-    ok, obs = prove(symbolic_model(SMALL, VARIANTS[variant], bounded=False, counts="int"), spec,
+    ok, obs = prove(proof_model(SMALL, VARIANTS[variant], bounded=False, counts="int"), spec,
                     timeout=120)
     assert ok, [o.detail for o in obs if o.status != "valid"]
 
@@ -240,13 +241,13 @@ def test_engines_agree_on_tiny(variant: str) -> None:
     violated = [p for p in SPECS_ENCODED if exp[p][0] == "violated"]
     holding = [p for p in SPECS_ENCODED if exp[p][0] == "holds"]
     assert len(violated) + len(holding) == len(SPECS_ENCODED), exp
-    m = symbolic_model(cfg, v)
+    m = proof_model(cfg, v)
     if violated:
         for r in bmc(m, violated, max(exp[p][1] for p in violated), timeout=3600):
             assert r.verdict == "violated", (r.property, r.reason)
             assert r.depth == exp[r.property][1], r.property
     unproved = []
-    unbounded = symbolic_model(cfg, v, bounded=False, counts="int")
+    unbounded = proof_model(cfg, v, bounded=False, counts="int")
     for p in holding:
         if p not in PROVED_ON_TINY or not prove(unbounded, p, timeout=3600)[0]:
             unproved.append(p)

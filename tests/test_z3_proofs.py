@@ -15,9 +15,10 @@ import pytest
 
 from checker.symbolic import check_obligation, obligations
 from crmodel import z3run
-from model.symbolic import CKPT_ACTIONS, SPECS_ENCODED, Sizes, symbolic_model
+from model.symbolic import CKPT_ACTIONS, SPECS_ENCODED, Sizes
 from model.variants import VARIANTS
 from specs import SPECS
+from specs.lemmas import proof_model
 
 # The proofs, one item per obligation: (variant, spec, size). CI runs the two headline
 # proofs: restore_preserves_fcntl_flags at the engine's default size (4 tasks: 2 inside, 2
@@ -45,7 +46,7 @@ TIMEOUT = 900.0  # per query; an unknown (timeout) fails the item
 def _items() -> list:
     out = []
     for variant, spec, size in PROOFS:
-        m = symbolic_model(size, VARIANTS[variant])
+        m = proof_model(size, VARIANTS[variant])
         for ob in obligations(m, spec):
             out.append(pytest.param(variant, spec, size, ob, id=f"{variant}-{spec}-{ob.id}"))
     return out
@@ -58,7 +59,7 @@ _MODELS: dict = {}
 def test_obligation(variant: str, spec: str, size: Sizes, ob) -> None:
     key = (variant, size)
     if key not in _MODELS:
-        _MODELS[key] = symbolic_model(size, VARIANTS[variant])
+        _MODELS[key] = proof_model(size, VARIANTS[variant])
     r = check_obligation(_MODELS[key], spec, ob, TIMEOUT)
     assert r.status == "valid", f"{ob.id}: {r.status}: {r.detail}"
 
@@ -81,7 +82,7 @@ def test_no_proof_where_violated(variant: str, spec: str) -> None:
     assert SPECS[spec].expected(variant) == "violated"
     # two inside tasks: a table shared inside is what mut-no-shared-table breaks
     inside = 2 if variant == "mut-no-shared-table" else 1
-    m = symbolic_model(Sizes(inside, 1, 2, 2), VARIANTS[variant])
+    m = proof_model(Sizes(inside, 1, 2, 2), VARIANTS[variant])
     # a proof fails if any obligation does: the checkpoint's own steps first, where these
     # proofs break, so that the item stops early
     for ob in sorted(obligations(m, spec), key=lambda ob: ob.part not in CKPT_ACTIONS):
@@ -161,7 +162,7 @@ def test_cli_reports_each_obligation_as_it_is_decided() -> None:
                  "restore_never_escalates", "--proof-size", "1,1,2,2", "--no-z3-cache")
     assert r.returncode == 0, r.stderr
     lines = [x for x in r.stderr.splitlines() if "obligations," in x]
-    n = len(obligations(symbolic_model(Sizes(1, 1, 2, 2), VARIANTS["fixed"]),
+    n = len(obligations(proof_model(Sizes(1, 1, 2, 2), VARIANTS["fixed"]),
                         "restore_never_escalates"))
     assert len(lines) == n and lines[-1].startswith(f"z3: fixed / restore_never_escalates: "
                                                     f"{n}/{n} obligations")
