@@ -26,17 +26,6 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def verdict_lines(vs: list[live_scan.Verdict]) -> list[str]:
-    lines = []
-    for v in vs:
-        head = f"{v.variant}: {v.verdict}"
-        if v.verdict == "refuses":
-            head += f" -{v.errno} at {v.phase}" + (f", objref {v.objref}" if v.objref else "")
-        lines.append(head)
-        lines += [f"    {r}" for r in v.reasons]
-    return lines
-
-
 @click.command("scan")
 @click.argument("pids", nargs=-1, type=int)
 @click.option("--variant", "variants", multiple=True,
@@ -71,7 +60,7 @@ def scan_command(pids: tuple[int, ...], variants: tuple[str, ...], as_json: bool
             click.echo("not expressible in the model:")
             for line in sc.unexpressible:
                 click.echo("  " + line)
-        for line in verdict_lines(vs):
+        for line in live_scan.verdict_lines(vs):
             click.echo(line)
     sys.exit(live_scan.exit_code(vs))
 

@@ -264,9 +264,7 @@ def lines(rep: Replay) -> list[str]:
     out.append(f"model's checkpoint:  {rep.model_end}")
     out.append(f"scanned processes:   {rep.real_end}")
     if rep.verdict is not None:
-        from crmodel.live.commands import verdict_lines
-
-        out += ["verdict on the real processes:"] + ["  " + x for x in verdict_lines(
+        out += ["verdict on the real processes:"] + ["  " + x for x in live_scan.verdict_lines(
             [rep.verdict])]
     out.append("every step agrees" if rep.agree else "the model and the kernel DISAGREE")
     return out

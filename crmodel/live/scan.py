@@ -50,6 +50,8 @@ from model.state import (
     File,
     Task,
     World,
+    slot,
+    slot_file,
 )
 from model.variants import VARIANTS, Variant
 from model.world import outside_refs
@@ -561,7 +563,7 @@ def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) 
         return
     tables = [[EMPTY] * n for _ in reps]
     for (p, fd), f in file_of.items():
-        tables[table_of[p]][fd] = f * 2 + descs[(p, fd)].cloexec
+        tables[table_of[p]][fd] = slot(f, descs[(p, fd)].cloexec)
     tasks = tuple(Task(1 if pid in sc.inside else 0, 0, table_of[pid]) for pid in sc.task_pids)
     sc.world = World(tasks, tuple(tuple(t) for t in tables), tuple(files), 0)
 
@@ -652,13 +654,13 @@ def _leak_reasons(sc: Scan, w: World, v: Variant) -> tuple[int, list[str]]:
 def _write_reasons(sc: Scan, w: World, v: Variant) -> tuple[int, list[str]]:
     """Why the write step refused, in words, walking the files as the write does."""
     seen: set[int] = set()
-    outside_files = {s >> 1 for t in w.tasks if not t.inside
+    outside_files = {slot_file(s) for t in w.tasks if not t.inside
                      for s in w.tables[t.table] if s != EMPTY}
     for t in w.tasks:
         if not t.inside:
             continue
         for fd, s in enumerate(w.tables[t.table]):
-            f = s >> 1
+            f = slot_file(s)
             if s == EMPTY or f in seen:
                 continue
             seen.add(f)
@@ -802,4 +804,17 @@ def describe(sc: Scan) -> list[str]:
             if others:
                 text += "; also held by " + ", ".join(others)
             lines.append(text)
+    return lines
+
+
+def verdict_lines(vs: list[Verdict]) -> list[str]:
+    """Each variant's verdict on a scan as text lines (its reasons indented), for the scan
+    and replay commands."""
+    lines = []
+    for v in vs:
+        head = f"{v.variant}: {v.verdict}"
+        if v.verdict == "refuses":
+            head += f" -{v.errno} at {v.phase}" + (f", objref {v.objref}" if v.objref else "")
+        lines.append(head)
+        lines += [f"    {r}" for r in v.reasons]
     return lines
