@@ -48,6 +48,11 @@ FIFO's); timerfd: ``timerfd_create(CLOCK_MONOTONIC, 0)``.  fork / clone_files gi
 ``("ok", new_task_index)``; close, setfl, setfd, setown, epoll_add/del, exec, exit give
 ``("ok", 0)``.
 
+The restorer (``restore.py``) also uses four worker commands that are no model action:
+``getfd`` (pidfd_getfd of another task's descriptor), ``ptsnum`` (unlock a master from
+``/dev/ptmx`` and return its pty number), ``ptpeer`` (ioctl TIOCGPTPEER: the slave as glibc's
+openpty opens it) and ``close_range``.
+
 Observation (after every action)
 --------------------------------
 ``tasks``: per live task ``{"fds": {fd: {"flags": F_GETFL, "cloexec": 0|1, "pos": fdinfo pos}}}``

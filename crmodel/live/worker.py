@@ -63,6 +63,10 @@ CLOCK_MONOTONIC = 1
 SYS_CLONE = 56
 CLONE_FILES = 0x400
 PR_SET_CHILD_SUBREAPER = 36
+SYS_PIDFD_GETFD = 438
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
 RECV_FDS = 4  # room for this many descriptors in the model's recvmsg
 # how an exec'd worker starts: imported as a module (cached bytecode), not run as a script
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -296,6 +300,25 @@ class Worker:
             return ("ok", self.recvmsg(args[0]))
         if name == "reopen":
             return self.reopen(*args)
+        if name == "getfd":  # the restorer: a copy of another task's open file
+            pidfd = os.pidfd_open(args[0])
+            try:
+                return ("ok", check(libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD),
+                                                 ctypes.c_long(pidfd), ctypes.c_long(args[1]),
+                                                 ctypes.c_long(0))))
+            finally:
+                os.close(pidfd)
+        if name == "ptsnum":  # unlockpt + ptsname's number, of a master from /dev/ptmx
+            n = ctypes.c_int(0)
+            check(libc.ioctl(args[0], ctypes.c_ulong(TIOCSPTLCK), ctypes.byref(n)))
+            check(libc.ioctl(args[0], ctypes.c_ulong(TIOCGPTN), ctypes.byref(n)))
+            return ("ok", n.value)
+        if name == "ptpeer":  # the slave of a master, opened as glibc's openpty does
+            return ("ok", check(libc.ioctl(args[0], ctypes.c_ulong(TIOCGPTPEER),
+                                           ctypes.c_int(args[1]))))
+        if name == "close_range":
+            close_range(args[0], args[1])
+            return ("ok", 0)
         if name == "obs":
             out = []
             for fd in range(MODEL_FDS):
