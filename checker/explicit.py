@@ -59,7 +59,7 @@ from checker.snapshot import (
     read_snapshot,
     write_snapshot,
 )
-from checker.trace import Step, Trace
+from checker.trace import Trace, replay
 
 __all__ = ["explore", "bytes_per_state", "SnapshotMismatch", "ENGINE"]
 
@@ -513,43 +513,13 @@ class _Search:
 
     def trace_to(self, level: int, index: int, prop: Property | None = None) -> Trace:
         """The run to state `index` of `level`, made concrete (see the module doc)."""
-        h = self.h
         path: list[int] = []
         i = index
         for lvl in range(level, 0, -1):
             path.append(self.levels_act[lvl][i])
             i = self.levels_par[lvl][i]
         path.reverse()
-        t0 = self.inits()[self.levels_par[0][i]]
-        # Replay on representatives: that is how the states were found.
-        c = h.canonical(t0)
-        chain, canon_actions = [c], []
-        for k in path:
-            a, t = list(h.successors(c))[k]
-            c = h.canonical(t)
-            chain.append(c)
-            canon_actions.append(a)
-        name = prop.name if prop else None
-        # Re-run from the concrete initial state, matching representatives.
-        steps, t = [Step(None, t0)], t0
-        for target in chain[1:]:
-            for a, u in h.successors(t):
-                if h.canonical(u) == target:
-                    steps.append(Step(a, u))
-                    t = u
-                    break
-            else:
-                steps = [Step(None, chain[0])]
-                steps += [Step(a, s) for a, s in zip(canon_actions, chain[1:], strict=True)]
-                note = (
-                    "canonical() is not a symmetry of successors(): the trace shows "
-                    "representatives, each action applied to the previous representative"
-                )
-                return Trace(steps, name, concrete=False, note=note, model=h.model)
-        note = ""
-        if prop is not None and bool(prop.predicate(t)) != bool(prop.predicate(chain[-1])):
-            note = f"{prop.name} differs on the last state and its canonical form: not symmetric"
-        return Trace(steps, name, note=note, model=h.model)
+        return replay(self.h, self.inits()[self.levels_par[0][i]], path, prop)
 
     # --- results ------------------------------------------------------------------------
 

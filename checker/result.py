@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 Verdict = Literal["holds", "violated", "proved", "unknown", "reached", "unreached"]
 StopReason = Literal[
-    "max_states", "max_depth", "max_seconds", "max_memory", "interrupt", "terminate", "decided"
+    "max_states", "max_depth", "max_seconds", "max_memory", "interrupt", "terminate", "decided",
+    "worker_lost",
 ]
 
 # Verdicts that mean "the property is fine" / "the property is not".
@@ -86,6 +87,7 @@ class Exploration:
     collision_probability: float = 0.0  # birthday bound for the fingerprints, 0 if exact
     snapshot: str | None = None  # where the last snapshot was written
     graph: nx.DiGraph | None = None  # with keep_graph=True
+    bytes_exchanged: int = 0  # between workers (checker.distributed), pickled batches
 
     def result(self, name: str) -> Result:
         for r in self.results:

@@ -404,6 +404,7 @@ class ObligationResult:
     seconds: float
     detail: str = ""  # which conjunct broke, or z3's reason for unknown
     cti: Trace | None = None  # for a failed step: the (pre, post) pair
+    worker: str = ""  # where it was decided, on a cluster (node/pid)
 
 
 def invariant_parts(sym: SymbolicModel, prop: str) -> list[tuple[str, Pred]]:
@@ -643,7 +644,8 @@ def _worker_check_at(job: tuple[int, tuple[str, Obligation, float]]
 def progress_text(r: ObligationResult, done: int, total: int) -> str:
     """One obligation decided, for a progress line: `3/28 obligations, step:open valid in
     0.1s`."""
-    return f"{done}/{total} obligations, {r.obligation.id} {r.status} in {r.seconds:.1f}s"
+    text = f"{done}/{total} obligations, {r.obligation.id} {r.status} in {r.seconds:.1f}s"
+    return text + (f" on {r.worker}" if r.worker else "")
 
 
 def prove_parallel(factory: Callable[..., SymbolicModel], args: tuple, prop: str,
@@ -678,10 +680,23 @@ def prove_parallel(factory: Callable[..., SymbolicModel], args: tuple, prop: str
                 done[i] = d
                 if on_result is not None:
                     on_result(d[0], len(done), len(obs))
-        if CACHE is not None:  # the workers' figures, so the caller can report them
-            CACHE.hits += sum(d[1] for d in done.values())
-            CACHE.misses += sum(d[2] for d in done.values())
-        out = [done[i][0] for i in range(len(obs))]
+        return assemble(sym, obs, done)
+    return _ordered(sym, out)
+
+
+def assemble(sym: SymbolicModel, obs: Sequence[Obligation],
+             done: dict[int, tuple[ObligationResult, int, int]]
+             ) -> tuple[bool, list[ObligationResult]]:
+    """What workers returned (obligation index -> result, cache hits, cache misses) as
+    `prove_parallel` returns it; the workers' cache figures are added to `CACHE`'s."""
+    if CACHE is not None:  # the workers' figures, so the caller can report them
+        CACHE.hits += sum(d[1] for d in done.values())
+        CACHE.misses += sum(d[2] for d in done.values())
+    return _ordered(sym, [done[i][0] for i in range(len(obs))])
+
+
+def _ordered(sym: SymbolicModel, out: list[ObligationResult]
+             ) -> tuple[bool, list[ObligationResult]]:
     model = getattr(sym, "concrete_model", None)
     for r in out:
         if r.cti is not None:

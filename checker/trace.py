@@ -242,3 +242,41 @@ def decode_itf(doc: dict[str, Any]) -> dict[str, Any]:
         "loop": doc.get("loop"),
         "states": states,
     }
+
+
+def replay(h: ModelHooks, t0: Any, path: list[int], prop: Any = None) -> Trace:
+    """The run from initial state `t0` along successor indexes `path`, made concrete.
+
+    `path` is how a breadth-first search found a state: the index, among each
+    representative's successors, of the transition taken. The run is replayed on canonical
+    representatives (how the states were found), then re-run from the *concrete* `t0`,
+    picking at each step the first successor whose canonical form is the next
+    representative, so the trace shown is a genuine run, not a list of representatives.
+    `prop`: the property (`checker.model.Property`) the trace is for, if any."""
+    c = h.canonical(t0)
+    chain, canon_actions = [c], []
+    for k in path:
+        a, t = list(h.successors(c))[k]
+        c = h.canonical(t)
+        chain.append(c)
+        canon_actions.append(a)
+    name = prop.name if prop else None
+    steps, t = [Step(None, t0)], t0
+    for target in chain[1:]:
+        for a, u in h.successors(t):
+            if h.canonical(u) == target:
+                steps.append(Step(a, u))
+                t = u
+                break
+        else:
+            steps = [Step(None, chain[0])]
+            steps += [Step(a, s) for a, s in zip(canon_actions, chain[1:], strict=True)]
+            note = (
+                "canonical() is not a symmetry of successors(): the trace shows "
+                "representatives, each action applied to the previous representative"
+            )
+            return Trace(steps, name, concrete=False, note=note, model=h.model)
+    note = ""
+    if prop is not None and bool(prop.predicate(t)) != bool(prop.predicate(chain[-1])):
+        note = f"{prop.name} differs on the last state and its canonical form: not symmetric"
+    return Trace(steps, name, note=note, model=h.model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,23 @@ def _explore_one(args: tuple) -> tuple[str, Exploration, float]:
     return vname, ex, time.perf_counter() - t0
 
 
+def _explore_cluster(cfg: Config, vnames: Sequence[str], spec_names: Sequence[str],
+                     bounds: dict[str, Any], show: bool, address: str, workers: int | None
+                     ) -> Iterator[tuple[str, Exploration]]:
+    """Each variant in turn, its states partitioned among the cluster's workers."""
+    from checker.cluster import cluster_cpus, session
+    from checker.distributed import explore_cluster
+
+    with session(address, workers) as ray:
+        n = workers or cluster_cpus(ray)
+        for vname in vnames:
+            m = CrModel(cfg, VARIANTS[vname])
+            progress = auto_progress(sys.stderr, title=f"{vname} on {n} workers") if show \
+                else None
+            yield vname, explore_cluster(ray, m, properties(spec_names), workers=n,
+                                         progress=progress, **bounds)
+
+
 def check(
     cfg: str | Config = "tiny",
     variants: Sequence[str] | None = None,
@@ -94,11 +111,25 @@ def check(
     z3_timeout: float | None = None,
     z3_cache: bool = True,
     max_memory: int | str | None = None,
+    cluster: str | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Explore each variant once (all chosen specs in one pass) and compare every verdict
     with the spec's expectation. `progress` shows each run's progress on stderr (a live line
-    on a terminal); `jobs` > 1 runs variants in parallel processes (same results)."""
+    on a terminal); `jobs` > 1 runs variants in parallel processes (same results).
+    `cluster` (``auto`` or a Ray head's HOST:PORT) runs on Ray instead (same results): the
+    z3 engine's proof obligations as tasks, the explicit search partitioned among `workers`
+    actors (default: the cluster's CPUs)."""
     cfg = config(cfg)
+    if workers is not None and cluster is None:
+        raise UsageError("--workers needs --cluster")
+    workers = validate.count("--workers", workers, 1, 4096)
+    if cluster is not None:
+        from checker.cluster import parse_address
+
+        if not isinstance(cluster, str):
+            raise UsageError(f"--cluster = {cluster!r:.60}: must be text, auto or HOST:PORT")
+        cluster = parse_address(cluster)  # ClusterError: one line, exit 2
     vnames = _pick(variants, VARIANTS, "variant")
     snames = _pick(specs, SPECS, "spec")
     if engine not in ENGINES:
@@ -124,7 +155,8 @@ def check(
         validate.output_dir(traces_dir, "--traces")
         return z3run.check(cfg, vnames, snames if specs else None, traces_dir=traces_dir,
                            size=size, timeout=z3_timeout or z3run.TIMEOUT, jobs=jobs,
-                           progress=progress, cache_dir=z3run.CACHE_DIR if z3_cache else None)
+                           progress=progress, cache_dir=z3run.CACHE_DIR if z3_cache else None,
+                           cluster_address=cluster, workers=workers)
     if proof_size is not None or z3_timeout is not None:
         raise UsageError("--proof-size and --z3-timeout belong to --engine z3")
     if (save or resume) and len(vnames) > 1:
@@ -147,7 +179,16 @@ def check(
         for v in vnames
     ]
     explorations: dict[str, Exploration] = {}
-    if parallel:
+    if cluster is not None:
+        if save or resume:
+            raise UsageError("--save/--resume belong to the single-process explicit engine, "
+                             "not to --cluster")
+        for vname, ex in _explore_cluster(cfg, vnames, snames, bounds, progress, cluster,
+                                          workers):
+            explorations[vname] = ex
+            if on_variant:
+                on_variant(vname, ex)
+    elif parallel:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(min(jobs, len(vnames))) as pool:
             for vname, ex, _ in pool.imap(_explore_one, jobs_args):

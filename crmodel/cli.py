@@ -15,6 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from checker.cluster import ClusterError
 from checker.snapshot import SnapshotMismatch
 from crmodel import api
 from crmodel.validate import one_line
@@ -36,7 +37,7 @@ class _Group(click.Group):
         except click.ClickException as e:
             click.echo(f"crmodel: {e.format_message()}", err=True)
             sys.exit(2)
-        except (api.UsageError, SnapshotMismatch) as e:
+        except (api.UsageError, SnapshotMismatch, ClusterError) as e:
             click.echo(f"crmodel: {one_line(str(e))}", err=True)
             sys.exit(2)
 
@@ -69,6 +70,12 @@ def main() -> None:
 @click.option("--jobs", type=int, default=None,
               help="Parallel processes: over variants (explicit), over a proof's "
               "obligations (z3) [default: cores].")
+@click.option("--cluster", metavar="auto|HOST:PORT",
+              help="Run on Ray: 'auto' starts a private cluster on this machine, HOST:PORT "
+              "joins the head `ray start --head` started (needs the [cluster] extra).")
+@click.option("--workers", type=int,
+              help="With --cluster: workers (explicit search partitions; CPUs of an 'auto' "
+              "cluster) [default: the cluster's CPUs].")
 @click.option("--save", type=click.Path(),
               help="Write a resumable snapshot here (one variant only).")
 @click.option("--resume", type=click.Path(),
@@ -81,8 +88,8 @@ def main() -> None:
 @click.option("--show-traces", is_flag=True,
               help="Print every counterexample as text (default: the baseline's only).")
 def check(cfg, variants, specs, engine, proof_size, z3_timeout, no_z3_cache, max_states,
-          max_depth, max_seconds, traces_dir, as_json, jobs, save, resume, save_every,
-          max_memory, show_traces) -> None:
+          max_depth, max_seconds, traces_dir, as_json, jobs, cluster, workers, save, resume,
+          save_every, max_memory, show_traces) -> None:
     """Explore the model and compare each (variant, spec) verdict with its expectation."""
     config = api.config(cfg)
     jobs = jobs if jobs is not None else min(os.cpu_count() or 1, 2)
@@ -104,6 +111,7 @@ def check(cfg, variants, specs, engine, proof_size, z3_timeout, no_z3_cache, max
         resume=resume, jobs=jobs, on_variant=done, progress=not as_json, save_every=save_every,
         proof_size=proof_size, z3_timeout=z3_timeout, z3_cache=not no_z3_cache,
         max_memory=max_memory,
+        cluster=cluster, workers=workers,
     )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

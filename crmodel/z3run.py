@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from checker import symbolic
+from checker import cluster, symbolic
 from checker.result import Result
 from checker.symbolic import bmc, prove_parallel
 from crmodel.report import Report, Row, exact_expectations, write_trace
@@ -75,6 +75,7 @@ class Job:
     timeout: float
     jobs: int = 1  # processes sharing the proof's obligations
     progress: bool = False  # a line on stderr per obligation decided
+    ray: Any = None  # a connected Ray (checker.cluster.session): obligations as its tasks
 
 
 def _bmc_configs(job: Job) -> list[Config]:
@@ -96,8 +97,13 @@ def run_job(job: Job) -> tuple[Result, Config]:
         print(f"z3: {job.variant} / {job.spec}: {symbolic.progress_text(r, done, total)}",
               file=sys.stderr, flush=True)
 
-    ok, obs = prove_parallel(proof_model, (job.size, v), job.spec, job.timeout, job.jobs,
-                             on_result=report if job.progress else None)
+    on_result = report if job.progress else None
+    if job.ray is not None:
+        ok, obs = cluster.prove_cluster(job.ray, proof_model, (job.size, v), job.spec,
+                                        job.timeout, on_result=on_result)
+    else:
+        ok, obs = prove_parallel(proof_model, (job.size, v), job.spec, job.timeout,
+                                 job.jobs, on_result=on_result)
     if ok:
         lemmas = [lem.name for lem in sym.lemmas(job.spec)]
         slow = max(obs, key=lambda o: o.seconds)
@@ -139,27 +145,33 @@ def _refute(job: Job, t0: float, why: str, cti: Any = None) -> tuple[Result, Con
 def check(cfg: Config, vnames: Sequence[str], snames: Sequence[str] | None, *,
           traces_dir: str | Path | None = None, size: Sizes = PROOF_SIZE,
           timeout: float = TIMEOUT, jobs: int = 1, progress: bool = False,
-          cache_dir: str | Path | None = CACHE_DIR) -> Report:
+          cache_dir: str | Path | None = CACHE_DIR, cluster_address: str | None = None,
+          workers: int | None = None) -> Report:
     """Every (variant, spec) pair through `run_job`; rows as the explicit engine gives them.
     `snames` None means every spec the symbolic model encodes; `cache_dir` None solves every
-    query afresh."""
+    query afresh. `cluster_address` (``auto`` or a Ray head's HOST:PORT) sends each proof
+    obligation to a Ray task instead of `jobs` local processes (`workers`: the CPUs of an
+    ``auto`` cluster)."""
     symbolic.use_cache(cache_dir)
     try:
-        return _check(cfg, vnames, snames, traces_dir, size, timeout, jobs, progress)
+        if cluster_address is None:
+            return _check(cfg, vnames, snames, traces_dir, size, timeout, jobs, progress)
+        with cluster.session(cluster_address, workers) as ray:
+            return _check(cfg, vnames, snames, traces_dir, size, timeout, jobs, progress, ray)
     finally:
         symbolic.use_cache(None)  # no cache left behind for other callers of the engine
 
 
 def _check(cfg: Config, vnames: Sequence[str], snames: Sequence[str] | None,
            traces_dir: str | Path | None, size: Sizes, timeout: float, jobs: int,
-           progress: bool) -> Report:
+           progress: bool, ray: Any = None) -> Report:
     if snames is None:
         snames = list(SPECS_ENCODED)
     missing = [s for s in snames if s not in SPECS_ENCODED]
     if missing:
         raise UsageError(f"the z3 engine does not encode {missing[0]!r}; it checks: "
                          f"{', '.join(SPECS_ENCODED)} (use --engine explicit for the rest)")
-    todo = [Job(cfg, v, s, size, timeout, jobs, progress) for v in vnames for s in snames]
+    todo = [Job(cfg, v, s, size, timeout, jobs, progress, ray) for v in vnames for s in snames]
     done: dict[tuple[str, str], tuple[Result, Config]] = {}
     for job in todo:  # one pair at a time, its proof obligations over `jobs` processes
         r, c = run_job(job)
