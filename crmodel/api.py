@@ -8,8 +8,12 @@ engine, get rows of verdicts with their traces.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -190,7 +194,7 @@ def check(
                 on_variant(vname, ex)
     elif parallel:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(min(jobs, len(vnames))) as pool:
+        with ctx.Pool(min(jobs, len(vnames))) as pool, _ForwardSignals():
             for vname, ex, _ in pool.imap(_explore_one, jobs_args):
                 explorations[vname] = ex
                 if on_variant:
@@ -219,6 +223,38 @@ def check(
                 row.trace_path = write_trace(row, Path(traces_dir))
             rows.append(row)
     return Report(cfg, rows, explorations)
+
+
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM while variants run in parallel worker processes (exit 143)."""
+
+
+class _ForwardSignals:
+    """While variants run in worker processes: Ctrl-C or SIGTERM sent to this process is
+    passed on to the workers, which stop at their next check and return their figures (as a
+    single-process run does); a second one unwinds at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _ForwardSignals:
+        self.previous: dict[int, Any] = {}
+        self.seen: set[int] = set()
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self.handler)
+        return self
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if signum in self.seen:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.seen.add(signum)
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)  # type: ignore[arg-type]
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, prev in self.previous.items():
+            signal.signal(sig, prev)
 
 
 def spec_list() -> list[dict[str, Any]]:

@@ -97,3 +97,33 @@ def test_ctrl_c_during_start_up(delay: float) -> None:
         assert len(lines) == 1 and "interrupted" in lines[0], err
     elif p.returncode == 130:  # or in it: the figures so far
         assert json.loads(out)["results"]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_to_a_parallel_run_reaches_its_workers(sig: int, code: int,
+                                                      tmp_path: Path) -> None:
+    """Variants explored in worker processes: the signal is passed on, every worker stops
+    with its figures, none is left running."""
+    log = tmp_path / "stderr"
+    with open(log, "w") as errf:
+        p = subprocess.Popen([*CRMODEL, "check", "--config", "default", "--variant", "linuxcr",
+                              "--variant", "fixed", "--jobs", "2"], stdout=subprocess.PIPE,
+                             stderr=errf, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None and log.read_text().count(
+                "states") < 2:  # both workers report progress
+            time.sleep(0.1)
+        workers = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        p.send_signal(sig)
+        out, _ = _finish(p)
+    assert p.returncode == code, log.read_text()[-2000:]
+    assert "Traceback" not in log.read_text()
+    assert out.count("stopped by") == 2, out
+    assert workers and not [w for w in workers if _running(w)]
+
+
+def _running(pid: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -15,6 +15,7 @@ import pytest
 
 from checker.symbolic import check_obligation, obligations
 from crmodel import z3run
+from model.state import World
 from model.symbolic import CKPT_ACTIONS, SPECS_ENCODED, Sizes
 from model.variants import VARIANTS
 from specs import SPECS
@@ -89,7 +90,13 @@ def test_no_proof_where_violated(variant: str, spec: str) -> None:
         r = check_obligation(m, spec, ob, 300)
         if r.status != "valid":
             break
+    # Not just "not valid": a counterexample to induction, a state satisfying the invariant
+    # and a step of the model from it to a state breaking a named conjunct.
     assert r.status == "failed", r
+    assert r.obligation.kind == "step" and r.cti is not None, r
+    pre, post = (step.state for step in r.cti.steps)
+    assert isinstance(pre, World) and isinstance(post, World) and pre != post, r.cti
+    assert f"{ob.part} breaks " in r.detail, r.detail
 
 
 def _crmodel(*args: str) -> subprocess.CompletedProcess:
