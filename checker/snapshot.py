@@ -12,7 +12,9 @@ alone. The payload is decoded only once its length and checksum match, by an unp
 admits no callable but a fixed list of containers (set, frozenset, array) and the model's
 own value types: named tuples and int enums already imported from the model's package. It
 never imports a module and never calls a function a file names, so a crafted snapshot cannot
-run code; the engine then checks the decoded structure before use.
+run code; the engine then checks the decoded structure before use. A field added to the
+engine's record needs no format work if it is built from ints, floats, strings, bytes, lists,
+tuples, dicts, sets, arrays and the model's named tuples and int enums.
 
 Written atomically: to `.<name>.crmodel-tmp.<pid>` beside the target, then renamed. A process
 killed mid-write leaves that file behind; the next write to the same target removes leftovers
@@ -276,8 +278,8 @@ def check_payload(path: str | os.PathLike[str], doc: dict[str, Any], nprops: int
 
     keys = {"init_fps", "seen", "levels_par", "levels_act", "level", "pos", "frontier",
             "next_states", "found", "coverage", "seconds", "started", "done"}
-    if set(doc) != keys:
-        raise bad(f"keys {sorted(map(str, doc))!r:.200}")
+    if not keys <= set(doc):  # further keys (an engine's own additions) decode safely too
+        raise bad(f"missing {sorted(keys - set(doc))!r:.200}")
     pars, acts = doc["levels_par"], doc["levels_act"]
     if not (isinstance(pars, list) and isinstance(acts, list) and len(pars) == len(acts)
             and all(isinstance(a, array) for a in pars + acts)

@@ -323,7 +323,7 @@ def test_extended_refused(snap: Path) -> None:
     "change",
     [{"level": "x"}, {"pos": -1}, {"pos": 10**9}, {"seen": "abc"}, {"levels_par": [1]},
      {"found": {0: {"level": 99, "index": 0, "states": 0, "transitions": 0, "seconds": 0.0}}},
-     {"seconds": float("nan")}, {"done": 1}, {"extra": 1}, {"frontier": None}],
+     {"seconds": float("nan")}, {"done": 1}, {"frontier": None}, {"coverage": [1]}],
     ids=str,
 )
 def test_well_checksummed_but_malformed_refused(snap: Path, change: dict) -> None:
@@ -340,6 +340,14 @@ class _Evil:
 
     def __reduce__(self) -> tuple:
         return (os.system, (f"touch {self.marker}",))
+
+
+def test_missing_key_refused(snap: Path) -> None:
+    _, doc = checker.snapshot.read_snapshot(snap, _salt(snap), ("checker",))
+    del doc["coverage"]
+    _rewrite(snap, pickle.dumps(doc))
+    with pytest.raises(SnapshotMismatch, match="missing"):
+        resume(snap)
 
 
 def test_crafted_pickle_runs_no_code(snap: Path, tmp_path: Path,
