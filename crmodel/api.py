@@ -145,6 +145,9 @@ def check(
     z3_timeout = validate.seconds("--z3-timeout", z3_timeout)
     jobs = validate.count("--jobs", jobs, 1, 256)
     mem = validate.memory("--max-memory", max_memory)
+    if mem is not None and (engine == "z3" or cluster is not None):
+        raise UsageError("--max-memory bounds the explicit engine in this process, not "
+                         "--engine z3 or --cluster")
     if mem is None:
         mem = validate.default_memory()
     if proof_size is not None and not isinstance(proof_size, str):
@@ -165,6 +168,9 @@ def check(
         raise UsageError("--proof-size and --z3-timeout belong to --engine z3")
     if (save or resume) and len(vnames) > 1:
         raise UsageError("--save/--resume need exactly one --variant")
+    if (save or resume) and cluster is not None:
+        raise UsageError("--save/--resume belong to the single-process explicit engine, "
+                         "not to --cluster")
     # Every output checked before the exploration: a bad path found at the end loses it.
     validate.output_dir(traces_dir, "--traces")
     validate.output_file(save, "--save")
@@ -184,9 +190,6 @@ def check(
     ]
     explorations: dict[str, Exploration] = {}
     if cluster is not None:
-        if save or resume:
-            raise UsageError("--save/--resume belong to the single-process explicit engine, "
-                             "not to --cluster")
         for vname, ex in _explore_cluster(cfg, vnames, snames, bounds, progress, cluster,
                                           workers):
             explorations[vname] = ex

@@ -132,6 +132,11 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("max-memory junk", [*CHECK, "--max-memory", "lots"]),
     ("max-memory zero", [*CHECK, "--max-memory", "0"]),
     ("max-memory percent", [*CHECK, "--max-memory", "150%"]),
+    ("max-memory with z3", [*CHECK, "--engine", "z3", "--max-memory", "2G"]),
+    ("max-memory nan", [*CHECK, "--max-memory", "nanG"]),
+    ("save with cluster", [*CHECK, "--cluster", "auto", "--save", "s.snap"]),
+    ("workers without cluster", [*CHECK, "--workers", "2"]),
+    ("cluster bad address", [*CHECK, "--cluster", "host:99999"]),
     # outputs, checked before any work
     ("save under a file", [*CHECK, "--save", "afile/x.snap"]),
     ("save a directory", [*CHECK, "--save", "adir"]),
