@@ -1,33 +1,60 @@
-"""Benchmark the explicit engine on the presets: distinct states, states per second (one
-core), peak memory, bytes per stored state, and the reduction symmetry gives.
+"""Benchmark the explicit engine: per-state figures, the family exploration against one
+exploration per variant, and `make check` itself.
 
-    python benchmarks/bench.py [--presets tiny default deep] [--variant linuxcr]
+    python benchmarks/bench.py [--sections states family make-check] [--presets tiny default]
+                               [--write docs/benchmarks.md]
 
-Figures are printed, never asserted: a slow machine must not fail a build. Each preset runs
-in a fresh process so that peak RSS is its own."""
+Each section prints its table as it is measured (Markdown); `--write` also writes every table,
+under the machine they ran on (architecture, cores, Python, date), to a page. Figures are
+printed, never asserted: a slow machine must not fail a build. Every measurement runs in a
+fresh process, so that peak RSS is its own; figures measured while other jobs share the
+machine are noisy, which is why each section compares runs made back to back.
+
+Sections:
+- `states`: one variant (`--variant`): distinct states, states per second in one process,
+  peak memory, bytes per stored state, the reduction symmetry gives.
+- `family`: all variants, each explored on its own (in turn, one process) against one family
+  exploration (one process): states, seconds, ratio.
+- `make-check`: `crmodel check --config default` with all variants as `make check` runs it
+  (two processes), with `--per-variant` and without: wall seconds, ratio.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run_one(preset: str, variant: str, symmetry: bool, memory: bool) -> dict:
+def child(kind: str, *args: str) -> dict:
+    """Run one measurement in a fresh process; its last stdout line is a JSON object."""
+    cmd = [sys.executable, __file__, "--one", kind, *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# --- measurements (run in the child process) ---------------------------------------------------
+
+
+def one_states(preset: str, variant: str, symmetry: str, memory: str) -> dict:
     import checker
     from checker.explicit import bytes_per_state
     from crmodel import api
     from model.system import CrModel
 
     m = CrModel(api.config(preset), api.VARIANTS[variant])
-    if not symmetry:
+    if symmetry != "1":
         # States as the transitions build them: ids in creation order, tasks unsorted.
         m.canonical = lambda s: s  # type: ignore[method-assign]
     props = api.properties(list(api.SPECS))
@@ -37,7 +64,7 @@ def run_one(preset: str, variant: str, symmetry: bool, memory: bool) -> dict:
     out = {
         "preset": preset,
         "variant": variant,
-        "symmetry": symmetry,
+        "symmetry": symmetry == "1",
         "states": ex.states,
         "transitions": ex.transitions,
         "depth": ex.depth,
@@ -45,50 +72,172 @@ def run_one(preset: str, variant: str, symmetry: bool, memory: bool) -> dict:
         "states_per_s": round(ex.states / secs),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    if memory:
+    if memory == "1":
         b = bytes_per_state(m, props)
         out["bytes_per_state_retained"] = round(b["retained"], 1)
         out["bytes_per_state_peak"] = round(b["peak"], 1)
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["tiny", "default"])
-    ap.add_argument("--variant", default="linuxcr")
-    ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: preset:symmetry:memory
-    ap.add_argument("--no-symmetry-check", action="store_true",
-                    help="skip the run without symmetry reduction (slow on big presets)")
-    args = ap.parse_args()
-    if args.one:
-        preset, sym, mem = args.one.split(":")
-        print(json.dumps(run_one(preset, args.variant, sym == "1", mem == "1")))
-        return
+def one_family(preset: str, mode: str) -> dict:
+    """All variants: `solo` explores each in turn, `family` all at once (one process)."""
+    import checker
+    from checker.family import explore_family
+    from crmodel import api
+    from model.system import CrFamily, CrModel
+
+    cfg = api.config(preset)
+    variants = list(api.VARIANTS.values())
+    props = api.properties(list(api.SPECS))
+    t0 = time.perf_counter()
+    if mode == "solo":
+        exs = [checker.explore(CrModel(cfg, v), props, stop_when_decided=False)
+               for v in variants]
+        stored = expanded = sum(e.states for e in exs)
+    else:
+        import checker.family as fam_engine
+
+        sizes: dict[str, int] = {}
+        build = fam_engine._FamilySearch.exploration
+
+        def measure(search, *args):  # type: ignore[no-untyped-def]
+            sizes["stored"] = len(search.seen)
+            sizes["expanded"] = sum(len(m) for m in search.levels_mask)
+            return build(search, *args)
+
+        fam_engine._FamilySearch.exploration = measure  # type: ignore[method-assign]
+        exs = explore_family(CrFamily(cfg, variants), props, stop_when_decided=False)
+        stored, expanded = sizes["stored"], sizes["expanded"]
+    secs = time.perf_counter() - t0
+    return {
+        "preset": preset,
+        "mode": mode,
+        "variants": len(variants),
+        "variant_states": sum(e.states for e in exs),  # the same in both modes
+        "stored": stored,  # distinct (state) entries kept in the seen set/map
+        "expanded": expanded,  # states expanded: entries of the family's levels
+        "seconds": round(secs, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def one_make_check(mode: str) -> dict:
+    """`crmodel check --config default` as `make check` runs it (jobs: two processes)."""
+    cmd = [sys.executable, "-m", "crmodel", "check", "--config", "default", "--json",
+           "--jobs", "2"] + (["--per-variant"] if mode == "per-variant" else [])
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    secs = time.perf_counter() - t0
+    rows = json.loads(res.stdout)["results"]
+    ok = all(r["verdict"] == r["expected"] or r["out_of_reach"] for r in rows)
+    return {"mode": mode, "seconds": round(secs, 1), "verdicts": len(rows),
+            "as_expected": ok, "exit": res.returncode}
+
+
+ONE: dict[str, Callable[..., dict]] = {
+    "states": one_states, "family": one_family, "make-check": one_make_check,
+}
+
+
+# --- sections (run in the parent, each returns its Markdown lines) ------------------------------
+
+
+def section_states(args: argparse.Namespace) -> list[str]:
     rows = []
     for p in args.presets:
         runs = [(p, "1", "1" if p == "tiny" else "0")]
         if not args.no_symmetry_check and p == "tiny":
             runs.append((p, "0", "0"))
         for preset, sym, mem in runs:
-            cmd = [sys.executable, __file__, "--variant", args.variant, "--one",
-                   f"{preset}:{sym}:{mem}"]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+            row = child("states", preset, args.variant, sym, mem)
             rows.append(row)
-            print(json.dumps(row), flush=True)
-    print()
-    print(f"{'preset':8} {'symmetry':8} {'states':>10} {'states/s':>9} {'seconds':>8} "
-          f"{'peak MiB':>9} {'B/state':>8}")
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    out = [f"### One variant ({args.variant}), one process", "",
+           "| preset | symmetry | states | states/s | seconds | peak MiB | bytes/state |",
+           "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         bps = r.get("bytes_per_state_retained", "")
-        print(f"{r['preset']:8} {str(r['symmetry']):8} {r['states']:>10,} "
-              f"{r['states_per_s']:>9,} {r['seconds']:>8} {r['peak_rss_mib']:>9} {bps:>8}")
+        out.append(f"| {r['preset']} | {r['symmetry']} | {r['states']:,} | "
+                   f"{r['states_per_s']:,} | {r['seconds']} | {r['peak_rss_mib']} | {bps} |")
     by = {(r["preset"], r["symmetry"]): r for r in rows}
     for p in args.presets:
         if (p, True) in by and (p, False) in by:
             ratio = by[(p, False)]["states"] / by[(p, True)]["states"]
-            print(f"symmetry reduction on {p}: {ratio:.2f}x fewer states "
-                  f"({by[(p, False)]['states']:,} -> {by[(p, True)]['states']:,})")
+            out += ["", f"Symmetry reduction on {p}: {ratio:.2f}x fewer states "
+                    f"({by[(p, False)]['states']:,} -> {by[(p, True)]['states']:,})."]
+    return out
+
+
+def section_family(args: argparse.Namespace) -> list[str]:
+    out = ["### All variants: one exploration per variant vs one family (one process each)", "",
+           "| preset | mode | variants' states | states expanded | stored | seconds | "
+           "peak MiB | speed-up |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for p in args.presets:
+        solo = child("family", p, "solo")
+        print(json.dumps(solo), file=sys.stderr, flush=True)
+        fam = child("family", p, "family")
+        print(json.dumps(fam), file=sys.stderr, flush=True)
+        for r in (solo, fam):
+            ratio = f"{solo['seconds'] / r['seconds']:.1f}x" if r is fam else ""
+            out.append(f"| {p} | {'per variant' if r is solo else 'family'} | "
+                       f"{r['variant_states']:,} | {r['expanded']:,} | {r['stored']:,} | "
+                       f"{r['seconds']} | {r['peak_rss_mib']} | {ratio} |")
+    out += ["", "variants' states: the sum over variants of each one's distinct states (equal "
+            "in both modes); states expanded: per variant, each variant's states; in the "
+            "family, its entries (a state reached for several variants at different times is "
+            "expanded once per discovery); stored: fingerprints kept (per variant: summed)."]
+    return out
+
+
+def section_make_check(args: argparse.Namespace) -> list[str]:
+    rows = [child("make-check", m) for m in ("per-variant", "family")]
+    for r in rows:
+        print(json.dumps(r), file=sys.stderr, flush=True)
+    before, after = rows
+    return ["### `make check` (default preset, all variants, two processes), back to back", "",
+            "| mode | wall seconds | verdicts | all as expected |", "|---|---:|---:|---|",
+            *(f"| {r['mode']} | {r['seconds']} | {r['verdicts']} | {r['as_expected']} |"
+              for r in rows),
+            "", f"Speed-up of the family: {before['seconds'] / after['seconds']:.1f}x."]
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+    "states": section_states, "family": section_family, "make-check": section_make_check,
+}
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Machine: {platform.machine()}, {cores} cores, Python "
+            f"{platform.python_version()}, {datetime.date.today().isoformat()}; load average "
+            f"at the start {load} (a shared machine makes every figure noisy; ratios come "
+            "from runs made back to back).")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    ap.add_argument("--presets", nargs="+", default=["tiny", "default"])
+    ap.add_argument("--variant", default="linuxcr")
+    ap.add_argument("--no-symmetry-check", action="store_true",
+                    help="skip the run without symmetry reduction (slow on big presets)")
+    ap.add_argument("--write", metavar="PAGE", help="also write the tables to this page")
+    ap.add_argument("--one", nargs="+", help=argparse.SUPPRESS)  # child mode
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(ONE[args.one[0]](*args.one[1:])))
+        return
+    page = ["# Benchmarks", "", "Written by `python benchmarks/bench.py --write "
+            "docs/benchmarks.md` from its own output.", "", machine(), ""]
+    print(machine(), flush=True)
+    for name in args.sections:
+        lines = SECTIONS[name](args)
+        print("\n".join(["", *lines]), flush=True)
+        page += [*lines, ""]
+    if args.write:
+        Path(args.write).write_text("\n".join(page))
 
 
 if __name__ == "__main__":

@@ -151,6 +151,9 @@ class _Search:
             if j not in self.found
         )
 
+    def reset(self) -> None:
+        self.seen, self.found = set(), {}
+
     def all_decided(self) -> bool:
         return bool(self.props) and len(self.found) == len(self.props)
 
@@ -263,27 +266,30 @@ class _Search:
             self.pos = n
             self.countdown = countdown
             return None
-        except _CapReached:
-            self.rollback(pi, s)
+        except BaseException as e:
+            return self.cut(e, pi, s, k)
+
+    def cut(self, e: BaseException, pi: int, s: Any, k: int) -> str:
+        """Parent `pi` (state `s`, at its `k`-th successor) was cut by `e`: roll it back and
+        say why the level stops, or re-raise."""
+        self.rollback(pi, s)
+        if isinstance(e, _CapReached):
             return "max_states"
-        except KeyboardInterrupt:
-            self.rollback(pi, s)
+        if isinstance(e, KeyboardInterrupt):
             if self.interrupted >= 2:
                 # A second Ctrl-C may land anywhere, even between two bookkeeping steps:
                 # do not trust the structures enough to snapshot them.
                 self.hard_interrupt = True
             return self.interrupt_reason()
-        except OverflowError:
+        lvl1 = self.level + 1
+        nact = self.levels_act[lvl1]
+        if isinstance(e, OverflowError) and k >= 1 << (8 * nact.itemsize) \
+                and nact.typecode in _ACT_WIDER:
             # A transition index did not fit the level's array: widen it and redo the parent.
-            self.rollback(pi, s)
-            if k >= 1 << (8 * nact.itemsize) and nact.typecode in _ACT_WIDER:
-                self.levels_act[lvl1] = array(_ACT_WIDER[nact.typecode], nact)
-                return "_retry"
-            raise
-        except BaseException as e:
-            self.rollback(pi, s)
-            e.add_note(f"checker: while expanding a state at depth {self.level}: {s!r:.2000}")
-            raise
+            self.levels_act[lvl1] = array(_ACT_WIDER[nact.typecode], nact)
+            return "_retry"
+        e.add_note(f"checker: while expanding a state at depth {self.level}: {s!r:.2000}")
+        raise e
 
     def rollback(self, pi: int, s: Any) -> None:
         """Undo everything parent `pi` added, even if an exception cut an append sequence.
@@ -394,7 +400,7 @@ class _Search:
                 self.init()
             except (_CapReached, KeyboardInterrupt) as e:
                 # Too many initial states, or Ctrl-C before the first level: nothing to keep.
-                self.seen, self.found = set(), {}
+                self.reset()
                 if isinstance(e, KeyboardInterrupt):
                     return self.interrupt_reason()
                 return "max_states"
@@ -445,39 +451,48 @@ class _Search:
     # --- snapshots ----------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        write_snapshot(path, self.snapshot_header(), self.snapshot_data())
+        self.t_save = time.perf_counter()
+
+    def snapshot_header(self) -> dict[str, Any]:
+        return {
+            "salt": self.h.fingerprint_salt,
+            "properties": [[p.name, p.kind] for p in self.props],
+            "exact": self.exact,
+        }
+
+    def snapshot_data(self) -> dict[str, Any]:
         now = time.perf_counter()
         seen: Any = list(self.seen) if self.exact else array("q", self.seen)
-        write_snapshot(
-            path,
-            {
-                "salt": self.h.fingerprint_salt,
-                "properties": [[p.name, p.kind] for p in self.props],
-                "exact": self.exact,
-            },
-            {
-                "init_fps": [self.fp(self.h.canonical(t)) for t in self.inits()[:16]],
-                "seen": seen,
-                "levels_par": self.levels_par,
-                "levels_act": self.levels_act,
-                "level": self.level,
-                "pos": self.pos,
-                "frontier": self.frontier[self.pos :],
-                "next_states": self.next_states,
-                "found": {j: vars(f) for j, f in self.found.items()},
-                "coverage": self.coverage,
-                "seconds": self.seconds + (now - self.t_run),
-                "started": self.started,
-                "done": self.done,
-            },
-        )
-        self.t_save = time.perf_counter()
+        return {
+            "init_fps": [self.fp(self.h.canonical(t)) for t in self.inits()[:16]],
+            "seen": seen,
+            "levels_par": self.levels_par,
+            "levels_act": self.levels_act,
+            "level": self.level,
+            "pos": self.pos,
+            "frontier": self.frontier[self.pos :],
+            "next_states": self.next_states,
+            "found": {j: vars(f) for j, f in self.found.items()},
+            "coverage": self.coverage,
+            "seconds": self.seconds + (now - self.t_run),
+            "started": self.started,
+            "done": self.done,
+        }
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], h: ModelHooks, props: Sequence[Property], exact: bool
     ) -> _Search:
+        self = cls(h, props, exact)
+        self.restore(path)
+        return self
+
+    def restore(self, path: str | os.PathLike[str]) -> None:
+        """Take the exploration over from snapshot `path`, refusing one of another run."""
+        h = self.h
         head, doc = read_snapshot(path, h.fingerprint_salt, model_packages(h.model))
-        mine = [[p.name, p.kind] for p in props]
+        mine = [[p.name, p.kind] for p in self.props]
         theirs = head.get("properties")
         if theirs != mine:
             names = [x[0] for x in theirs] if isinstance(theirs, list) and all(
@@ -486,56 +501,84 @@ class _Search:
                 f"snapshot {path} checks properties {names!r:.300}, "
                 f"not {[n for n, _ in mine]}"
             )
-        if head.get("exact") != exact:
+        if head.get("exact") != self.exact:
             raise SnapshotMismatch(f"snapshot {path} was made with exact={head.get('exact')}")
-        check_payload(path, doc, len(props), exact)
-        self = cls(h, props, exact)
+        self.check_snapshot(path, head, doc)
         if [self.fp(h.canonical(t)) for t in self.inits()[:16]] != doc["init_fps"]:
             raise SnapshotMismatch(
                 f"snapshot {path}: the initial states fingerprint differently in this process "
                 "(states must hash the same in every run: no str, None or Enum in states)"
             )
-        self.seen = set(doc["seen"])
         self.levels_par = doc["levels_par"]
         self.levels_act = doc["levels_act"]
         self.level = doc["level"]
         self.pos = doc["pos"]
         self.frontier = [None] * self.pos + doc["frontier"]
         self.next_states = doc["next_states"]
-        self.found = {j: _Found(**f) for j, f in doc["found"].items()}
-        self.coverage = doc["coverage"]
         self.seconds = doc["seconds"]
         self.started = doc["started"]
         self.done = doc["done"]
-        return self
+        self.restore_found(doc)
+
+    def check_snapshot(self, path: str | os.PathLike[str], head: dict[str, Any],
+                       doc: dict[str, Any]) -> None:
+        check_payload(path, doc, len(self.props), self.exact)
+
+    def restore_found(self, doc: dict[str, Any]) -> None:
+        self.seen = set(doc["seen"])
+        self.found = {j: _Found(**f) for j, f in doc["found"].items()}
+        self.coverage = doc["coverage"]
 
     # --- traces -------------------------------------------------------------------------
 
-    def trace_to(self, level: int, index: int, prop: Property | None = None) -> Trace:
-        """The run to state `index` of `level`, made concrete (see the module doc)."""
+    def trace_to(
+        self, level: int, index: int, prop: Property | None = None, h: ModelHooks | None = None
+    ) -> Trace:
+        """The run to state `index` of `level`, made concrete (see the module doc), replayed
+        with `h` (a family's member; the model itself by default)."""
+        h = h if h is not None else self.h
         path: list[int] = []
         i = index
         for lvl in range(level, 0, -1):
             path.append(self.levels_act[lvl][i])
             i = self.levels_par[lvl][i]
         path.reverse()
-        return replay(self.h, self.inits()[self.levels_par[0][i]], path, prop)
+        return replay(h, self.inits()[self.levels_par[0][i]], path, prop)
 
     # --- results ------------------------------------------------------------------------
 
     def exploration(self, stopped_by: StopReason | None, max_depth: int | None) -> Exploration:
-        states, transitions, depth = len(self.seen), self.transitions(), self.depth()
-        seconds = self.seconds + (time.perf_counter() - self.t_run)
         complete = self.done
         if stopped_by is None and not complete:
             stopped_by = "interrupt"  # unreachable, defensive
-        if complete:
-            stopped_by = None
+        return self.build(
+            self.h, self.found, self.coverage.items(), complete=complete,
+            stopped_by=None if complete else stopped_by, max_depth=max_depth,
+            states=len(self.seen), transitions=self.transitions(), depth=self.depth(),
+            levels=[len(p) for p in self.levels_par],
+        )
+
+    def build(
+        self,
+        h: ModelHooks,
+        found: dict[int, _Found],
+        coverage: Iterable[tuple[Any, int]],
+        *,
+        complete: bool,
+        stopped_by: StopReason | None,
+        max_depth: int | None,
+        states: int,
+        transitions: int,
+        depth: int,
+        levels: list[int],
+    ) -> Exploration:
+        """The Exploration of model `h`, whose properties `found` decided (index -> where)."""
+        seconds = self.seconds + (time.perf_counter() - self.t_run)
         reason = "" if complete else self.reason(stopped_by, max_depth)
         results: list[Result] = []
         for j, p in enumerate(self.props):
             inv = p.kind == "invariant"
-            f = self.found.get(j)
+            f = found.get(j)
             if f is not None:
                 results.append(
                     Result(
@@ -545,7 +588,7 @@ class _Search:
                         transitions=f.transitions,
                         depth=f.level,
                         seconds=f.seconds,
-                        trace=self.trace_to(f.level, f.index, p),
+                        trace=self.trace_to(f.level, f.index, p, h),
                         engine=ENGINE,
                         kind=p.kind,
                     )
@@ -571,10 +614,10 @@ class _Search:
                     kind=p.kind,
                 )
             )
-        names = self.h.all_action_names
+        names = h.all_action_names
         by_name: dict[str, int] = {n: 0 for n in names} if names is not None else {}
-        for a, cnt in self.coverage.items():
-            nm = self.h.action_name(a)
+        for a, cnt in coverage:
+            nm = h.action_name(a)
             by_name[nm] = by_name.get(nm, 0) + cnt
         if names is None:
             by_name = dict(sorted(by_name.items()))
@@ -589,7 +632,7 @@ class _Search:
             seconds=seconds,
             complete=complete,
             stopped_by=stopped_by,
-            levels=[len(p) for p in self.levels_par],
+            levels=levels,
             engine=ENGINE,
             collision_probability=0.0
             if self.exact
@@ -787,20 +830,35 @@ def explore(
     spaces: it replays the exploration).
     """
     search = new_search(model, properties, resume=resume, exact=exact)
+    bounds = {"max_states": max_states, "max_depth": max_depth, "max_seconds": max_seconds,
+              "max_memory": max_memory}
+    return drive(search, bounds, progress=progress, save=save, save_every=save_every,
+                 stop_when_decided=stop_when_decided, keep_graph=keep_graph)
+
+
+def drive(
+    search: _Search,
+    bounds: dict[str, Any],
+    *,
+    progress: Any,
+    save: str | os.PathLike[str] | None,
+    save_every: float,
+    stop_when_decided: bool,
+    keep_graph: bool = False,
+) -> Any:
+    """Run `search` with Ctrl-C and SIGTERM handled, snapshot at the end, and build its
+    exploration (a list of them for a family search)."""
     prog = as_progress(progress)
     stopped_by: StopReason | None = None
     try:
         with _SigintFlag(search):
             try:
                 stopped_by = search.run(
-                    max_states=max_states,
-                    max_depth=max_depth,
-                    max_seconds=max_seconds,
+                    **bounds,
                     progress=prog,
                     save=save,
                     save_every=save_every,
                     stop_when_decided=stop_when_decided,
-                    max_memory=max_memory,
                 )
             except KeyboardInterrupt:
                 # Outside the hot loop (in a progress display, a level boundary...).
@@ -810,8 +868,9 @@ def explore(
         if save is not None and not search.hard_interrupt and search.started:
             search.save(save)
             written = str(save)
-        ex = search.exploration(stopped_by, max_depth)
-        ex.snapshot = written
+        ex = search.exploration(stopped_by, bounds["max_depth"])
+        for e in ex if isinstance(ex, list) else [ex]:
+            e.snapshot = written
         if keep_graph:
             ex.graph = search.graph()
     finally:

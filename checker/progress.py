@@ -26,6 +26,8 @@ class ProgressInfo:
     level_seconds: float = 0.0  # how long that level took
     final: bool = False
     stopping: str | None = None  # why the engine is stopping, once it knows
+    variants: int = 0  # members of a family exploration (0: one model)
+    undecided: int = 0  # members with a property still undecided
 
     def line(self) -> str:
         text = (
@@ -33,6 +35,8 @@ class ProgressInfo:
             f"  ({self.states_per_s:>9,.0f}/s)  queue {self.queue:>11,}"
             f"  transitions {self.transitions:>13,}"
         )
+        if self.variants:
+            text += f"  undecided variants {self.undecided}/{self.variants}"
         if self.stopping:
             text += f"  stopping: {self.stopping}"
         return text
@@ -101,6 +105,8 @@ class RichProgress:
         t.append(f"{info.states:,} states ", style="green")
         t.append(f"({info.states_per_s:,.0f}/s)  ")
         t.append(f"queue {info.queue:,}  transitions {info.transitions:,}  ")
+        if info.variants:
+            t.append(f"undecided variants {info.undecided}/{info.variants}  ")
         t.append(f"{info.elapsed:.1f}s", style="dim")
         if info.stopping:
             t.append(f"  stopping: {info.stopping}", style="yellow")

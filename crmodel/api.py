@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import checker
+from checker.family import explore_family
 from checker.model import Property, hooks
 from checker.progress import auto_progress
 from checker.result import Exploration, Result
@@ -28,7 +29,7 @@ from crmodel import validate
 from crmodel.report import Report, Row, exact_expectations, write_trace
 from crmodel.validate import SnapshotError, UsageError
 from model.config import PRESETS, Config
-from model.system import CrModel
+from model.system import CrFamily, CrModel, checkpoint_knobs
 from model.variants import VARIANTS, Variant
 from specs import SPECS, Spec
 
@@ -95,6 +96,41 @@ def _explore_cluster(cfg: Config, vnames: Sequence[str], spec_names: Sequence[st
                                          progress=progress, **bounds)
 
 
+def _explore_one_pair(args: tuple) -> list[tuple[str, Exploration]]:
+    vname, ex, _ = _explore_one(args)
+    return [(vname, ex)]
+
+
+def _explore_family(args: tuple) -> list[tuple[str, Exploration]]:
+    cfg, vnames, spec_names, bounds, show, save, resume, live, save_every, mem = args
+    fam = CrFamily(cfg, [VARIANTS[v] for v in vnames])
+    title = f"{len(vnames)} variants"
+    progress = auto_progress(sys.stderr, title=title, live=live) if show else None
+    exs = explore_family(
+        fam, properties(spec_names), progress=progress, save=save, resume=resume,
+        stop_when_decided=False, save_every=save_every, max_memory=mem, **bounds,
+    )
+    return list(zip(vnames, exs, strict=True))
+
+
+def split_family(vnames: Sequence[str], jobs: int) -> list[list[str]]:
+    """The variants in at most `jobs` groups, each explored as a family in its own process.
+    Variants equal in every knob a checkpoint step reads share every state up to the
+    restart, so they stay together; a group's cost is mostly its checkpoint classes (each
+    has its own checkpoint states), so groups are balanced on them, largest first."""
+    classes: dict[tuple, list[str]] = {}
+    for v in vnames:
+        classes.setdefault(checkpoint_knobs(VARIANTS[v]), []).append(v)
+    groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(classes))))]
+    load = [0.0] * len(groups)
+    for members in sorted(classes.values(), key=lambda c: -len(c)):
+        i = load.index(min(load))
+        groups[i] += members
+        load[i] += 1 + 0.1 * (len(members) - 1)
+    order = {v: i for i, v in enumerate(vnames)}
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+
 def check(
     cfg: str | Config = "tiny",
     variants: Sequence[str] | None = None,
@@ -117,13 +153,17 @@ def check(
     max_memory: int | str | None = None,
     cluster: str | None = None,
     workers: int | None = None,
+    per_variant: bool = False,
 ) -> Report:
-    """Explore each variant once (all chosen specs in one pass) and compare every verdict
-    with the spec's expectation. `progress` shows each run's progress on stderr (a live line
-    on a terminal); `jobs` > 1 runs variants in parallel processes (same results).
+    """Explore the variants (all chosen specs in one pass) and compare every verdict with the
+    spec's expectation. Several variants are explored as one family (`checker.family`:
+    the same answers as one exploration per variant, which `per_variant` asks for).
+    `progress` shows each run's progress on stderr (a live line on a terminal); `jobs` > 1
+    runs variants, or groups of them (`split_family`), in parallel processes (same
+    results). `save`/`resume` snapshot the family (then in one process) or the one variant.
     `cluster` (``auto`` or a Ray head's HOST:PORT) runs on Ray instead (same results): the
-    z3 engine's proof obligations as tasks, the explicit search partitioned among `workers`
-    actors (default: the cluster's CPUs)."""
+    z3 engine's proof obligations as tasks, the explicit search of each variant in turn
+    partitioned among `workers` actors (default: the cluster's CPUs)."""
     cfg = config(cfg)
     if workers is not None and cluster is None:
         raise UsageError("--workers needs --cluster")
@@ -166,16 +206,19 @@ def check(
                            cluster_address=cluster, workers=workers)
     if proof_size is not None or z3_timeout is not None:
         raise UsageError("--proof-size and --z3-timeout belong to --engine z3")
-    if (save or resume) and len(vnames) > 1:
-        raise UsageError("--save/--resume need exactly one --variant")
     if (save or resume) and cluster is not None:
         raise UsageError("--save/--resume belong to the single-process explicit engine, "
                          "not to --cluster")
+    # On a cluster each variant's states are partitioned among the workers, variant by variant.
+    family = len(vnames) > 1 and not per_variant and cluster is None
+    if (save or resume) and len(vnames) > 1 and not family:
+        raise UsageError("--save/--resume need exactly one --variant with --per-variant")
     # Every output checked before the exploration: a bad path found at the end loses it.
     validate.output_dir(traces_dir, "--traces")
     validate.output_file(save, "--save")
     if save is not None:
-        salt = hooks(CrModel(cfg, VARIANTS[vnames[0]])).fingerprint_salt
+        salt = hooks(CrFamily(cfg, [VARIANTS[v] for v in vnames]) if family
+                     else CrModel(cfg, VARIANTS[vnames[0]])).fingerprint_salt
         try:
             check_overwritable(save, salt)
         except SnapshotMismatch as e:
@@ -183,10 +226,17 @@ def check(
     if resume is not None:
         validate.input_file(resume, "--resume")
     bounds = {"max_states": max_states, "max_depth": max_depth, "max_seconds": max_seconds}
-    parallel = jobs > 1 and len(vnames) > 1
+    if family:
+        # One snapshot holds one family: with --save/--resume it is explored in one process.
+        groups = split_family(vnames, 1 if save or resume else jobs)
+        run: Callable[[tuple], list[tuple[str, Exploration]]] = _explore_family
+    else:
+        groups = [[v] for v in vnames]
+        run = _explore_one_pair
+    parallel = len(groups) > 1 and jobs > 1
     jobs_args = [
-        (cfg, v, snames, bounds, progress, save, resume, not parallel, save_every, mem)
-        for v in vnames
+        (cfg, g if family else g[0], snames, bounds, progress, save, resume, not parallel,
+         save_every, mem) for g in groups
     ]
     explorations: dict[str, Exploration] = {}
     if cluster is not None:
@@ -197,20 +247,22 @@ def check(
                 on_variant(vname, ex)
     elif parallel:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(min(jobs, len(vnames))) as pool, _ForwardSignals():
-            for vname, ex, _ in pool.imap(_explore_one, jobs_args):
-                explorations[vname] = ex
-                if on_variant:
-                    on_variant(vname, ex)
+        with ctx.Pool(min(jobs, len(groups))) as pool, _ForwardSignals():
+            for pairs in pool.imap(run, jobs_args):
+                for vname, ex in pairs:
+                    explorations[vname] = ex
+                    if on_variant:
+                        on_variant(vname, ex)
     else:
         for a in jobs_args:
             try:
-                vname, ex, _ = _explore_one(a)
+                pairs = run(a)
             except SnapshotMismatch as e:
                 raise SnapshotError(validate.one_line(str(e))) from None
-            explorations[vname] = ex
-            if on_variant:
-                on_variant(vname, ex)
+            for vname, ex in pairs:
+                explorations[vname] = ex
+                if on_variant:
+                    on_variant(vname, ex)
     rows = []
     for vname in vnames:
         ex = explorations[vname]

@@ -65,14 +65,16 @@ def main() -> None:
 @click.option("--no-z3-cache", is_flag=True,
               help="z3: solve every query (default: reuse unsat answers to identical "
               "formulas kept in .crmodel-cache/z3).")
-@click.option("--max-states", type=int, help="Stop after this many states.")
+@click.option("--max-states", type=int,
+              help="Stop after this many states (several variants: the family's distinct "
+              "states).")
 @click.option("--max-depth", type=int, help="Stop at this BFS depth.")
 @click.option("--max-seconds", type=float, help="Stop after this time.")
 @click.option("--traces", "traces_dir", type=click.Path(),
               help="Write every trace as <variant>__<spec>.itf.json and .txt here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--jobs", type=int, default=None,
-              help="Parallel processes: over variants (explicit), over a proof's "
+              help="Parallel processes: over groups of variants (explicit), over a proof's "
               "obligations (z3) [default: cores].")
 @click.option("--cluster", metavar="auto|HOST:PORT",
               help="Run on Ray: 'auto' starts a private cluster on this machine, HOST:PORT "
@@ -80,8 +82,12 @@ def main() -> None:
 @click.option("--workers", type=int,
               help="With --cluster: workers (explicit search partitions; CPUs of an 'auto' "
               "cluster) [default: the cluster's CPUs].")
+@click.option("--per-variant", is_flag=True,
+              help="Explore each variant on its own (default: several variants as one "
+              "family, with the same answers).")
 @click.option("--save", type=click.Path(),
-              help="Write a resumable snapshot here (one variant only).")
+              help="Write a resumable snapshot here (one variant, or the family explored "
+              "in one process).")
 @click.option("--resume", type=click.Path(),
               help="Continue from a snapshot (same config, variant, specs, code).")
 @click.option("--save-every", type=float, default=10.0, show_default=True,
@@ -92,7 +98,8 @@ def main() -> None:
 @click.option("--show-traces", is_flag=True,
               help="Print every counterexample as text (default: the baseline's only).")
 def check(cfg, variants, specs, engine, proof_size, z3_timeout, no_z3_cache, max_states,
-          max_depth, max_seconds, traces_dir, as_json, jobs, cluster, workers, save, resume,
+          max_depth, max_seconds, traces_dir, as_json, jobs, cluster, workers, per_variant,
+          save, resume,
           save_every, max_memory, show_traces) -> None:
     """Explore the model and compare each (variant, spec) verdict with its expectation."""
     config = api.config(cfg)
@@ -114,7 +121,7 @@ def check(cfg, variants, specs, engine, proof_size, z3_timeout, no_z3_cache, max
         max_seconds=max_seconds, traces_dir=traces_dir, save=save,
         resume=resume, jobs=jobs, on_variant=done, progress=not as_json, save_every=save_every,
         proof_size=proof_size, z3_timeout=z3_timeout, z3_cache=not no_z3_cache,
-        max_memory=max_memory,
+        max_memory=max_memory, per_variant=per_variant,
         cluster=cluster, workers=workers,
     )
     if as_json:

@@ -356,3 +356,19 @@ def leaks(w: World, v: Variant) -> list[tuple[int, ObjEntry, int]]:
     hashed object whose `users` differ from the kernel's count."""
     return [(w.cr.objhash.index(e) + 1, e, kernel_count(w, v, e.objtype, e.ptr) or 0)
             for e in _leaks(w, v)]
+
+
+# The Variant knobs each step reads (helpers included): variants that agree on them get the
+# same result from the step on every state, so a family of variants computes it once per
+# class (model.system.CrFamily). tests/test_family.py checks these against the reads made.
+READS: dict[str, frozenset[str]] = {
+    "freeze": frozenset({"full_container"}),
+    "collect": frozenset({"users_start", "collect_every", "epoll_counts_targets",
+                          "pipe_ref_users", "skip_uncheckpointable",
+                          "tables_checked_at_collect"}),
+    "contained": frozenset({"contained_check", "pipe_ref_users"}),
+    "write": frozenset({"users_start", "full_container", "skip_uncheckpointable",
+                        "cloexec_per_file", "refuse_external_unix", "check_at_write",
+                        "pipe_ref_users"}),
+    "visited": frozenset({"visited_check", "recheck_after_write", "pipe_ref_users"}),
+}

@@ -255,6 +255,13 @@ def restart(image: tuple, v: Variant, max_fds: int) -> tuple[int, tuple, tuple]:
     return code, obs, files
 
 
+# The Variant knobs `restart` reads (see model.checkpoint.READS).
+READS: frozenset[str] = frozenset({
+    "setfl", "fmode_check", "restore_largefile", "restore_pos", "flags_reread", "type_check",
+    "share_tables", "new_file_per_fd", "partial_restore", "restart_keeps_ref",
+})
+
+
 def _file_order(w: World) -> list[int]:
     seen: dict[int, None] = {}
     for t in w.tasks:

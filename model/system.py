@@ -16,6 +16,7 @@ from model.config import Config
 from model.env import apply, env_actions, initial_world
 from model.flags import flags_str, fmode_str
 from model.image import TAMPERS, tamper
+from model.restart import READS as RESTART_READS
 from model.restart import restart
 from model.state import (
     CHECKED,
@@ -61,8 +62,7 @@ class CrModel:
         }
         names = {"collected": COLLECTED, "checked": CHECKED, "written": WRITTEN}
         self._race = frozenset(names[p] for p in cfg.outside_acts_after)
-        self._step_names = {FROZEN: "collect" if variant.full_container else "write",
-                            COLLECTED: "contained", CHECKED: "write", WRITTEN: "visited"}
+        self._step_names = {COLLECTED: "contained", CHECKED: "write", WRITTEN: "visited"}
 
     # --- the checker's interface -------------------------------------------------------------
 
@@ -73,14 +73,21 @@ class CrModel:
         return canonical(w)
 
     def successors(self, w: World) -> Iterator[tuple[tuple, World]]:
-        cr = w.cr
         v = self.variant
+        for shared, a, x in self.moves(w):
+            yield (a, x) if shared else x(v)
+
+    def moves(self, w: World) -> Iterator[tuple[bool, object, object]]:
+        """The successors in order, each either shared by every variant, ``(True, action,
+        world)``, or a step whose result depends on knobs, ``(False, step name, v -> (action,
+        world))`` (its knobs: `step_reads`). Both `successors` and `CrFamily` read this."""
+        cr = w.cr
         if not cr:
             if w.steps < self.cfg.env_steps:
                 for a, w2 in self._env(w, inside_ok=True):
-                    yield a, w2._replace(steps=w.steps + 1)
+                    yield True, a, w2._replace(steps=w.steps + 1)
             if any(t.inside for t in w.tasks):
-                yield ("freeze",), checkpoint.freeze(w, v)
+                yield False, "freeze", lambda v: (("freeze",), checkpoint.freeze(w, v))
             return
         phase = cr.phase
         if phase < DONE:
@@ -89,26 +96,21 @@ class CrModel:
             # nothing they see).
             if phase in self._race and cr.ext_steps < self.cfg.checkpoint_steps:
                 for a, w2 in self._env(w, inside_ok=False):
-                    yield a, w2._replace(cr=w2.cr._replace(ext_steps=cr.ext_steps + 1))
-            name = self._step_names[phase]
+                    yield True, a, w2._replace(cr=w2.cr._replace(ext_steps=cr.ext_steps + 1))
             if phase == FROZEN:
-                step = checkpoint.collect if v.full_container else checkpoint.write
+                yield False, "frozen", lambda v: _after_freeze(w, v)
             else:
+                name = self._step_names[phase]
                 step = self._steps[phase]
-            yield (name,), step(w, v)
+                yield False, name, lambda v: ((name,), step(w, v))
         elif phase == DONE:
-            code, obs, files = restart(cr.image, v, self.cfg.max_fds)
-            # The image has served: the specs read the snapshot and the restored tasks.
-            yield ("restart",), w._replace(
-                cr=cr._replace(
-                    phase=RESTARTED, rst_error=code, restored=obs, rst_files=files, image=()
-                )
-            )
+            yield False, "restart", lambda v: (("restart",), _restarted(w, v, self.cfg.max_fds))
             if not cr.tampered:
                 for k in TAMPERS:
                     img = tamper(cr.image, k)
                     if img is not None:
-                        yield ("tamper", k), w._replace(cr=cr._replace(image=img, tampered=k))
+                        yield True, ("tamper", k), w._replace(
+                            cr=cr._replace(image=img, tampered=k))
 
     def _env(self, w: World, inside_ok: bool) -> Iterator[tuple[tuple, World]]:
         for t, task in enumerate(w.tasks):
@@ -149,6 +151,103 @@ class CrModel:
     def itf_meta(self) -> dict:
         """The variant and bounds, so that `crmodel replay` can rerun the trace."""
         return {"variant": self.variant.name, "config": self.cfg.to_dict()}
+
+
+def _after_freeze(w: World, v: Variant) -> tuple[tuple, World]:
+    """Full-container mode collects next; subtree mode writes at once."""
+    if v.full_container:
+        return ("collect",), checkpoint.collect(w, v)
+    return ("write",), checkpoint.write(w, v)
+
+
+def _restarted(w: World, v: Variant, max_fds: int) -> World:
+    cr = w.cr
+    code, obs, files = restart(cr.image, v, max_fds)
+    # The image has served: the specs read the snapshot and the restored tasks.
+    return w._replace(
+        cr=cr._replace(phase=RESTARTED, rst_error=code, restored=obs, rst_files=files, image=())
+    )
+
+
+def step_reads(step: str) -> frozenset[str]:
+    """The Variant knobs a variant-dependent step of `CrModel.moves` reads."""
+    if step == "frozen":
+        return (checkpoint.READS["collect"] | checkpoint.READS["write"]
+                | {"full_container"})
+    if step == "restart":
+        return RESTART_READS
+    return checkpoint.READS[step]
+
+
+STEPS = ("freeze", "frozen", "contained", "write", "visited", "restart")
+
+
+def checkpoint_knobs(v: Variant) -> tuple:
+    """The values of every knob a checkpoint step reads: variants equal here share every
+    state up to the end of the checkpoint."""
+    names = sorted(set().union(*(step_reads(s) for s in STEPS if s != "restart")))
+    return tuple(getattr(v, n) for n in names)
+
+
+class CrFamily:
+    """Several variants under one config, for the checker's family exploration: members
+    are numbered in the order given (bit i of a mask is member i). A step that reads knobs is
+    computed once per class of the given members agreeing on those knobs (`step_reads`),
+    and classes whose results are equal are one successor for all of them."""
+
+    def __init__(self, cfg: Config, variants: list[Variant]) -> None:
+        self.cfg = cfg
+        self.variants = list(variants)
+        self._members = [CrModel(cfg, v) for v in self.variants]
+        self._core = self._members[0]
+        self._classes: dict[str, list[tuple[int, Variant]]] = {}
+        for step in STEPS:
+            knobs = sorted(step_reads(step))
+            groups: dict[tuple, int] = {}
+            for i, v in enumerate(self.variants):
+                key = tuple(getattr(v, k) for k in knobs)
+                groups[key] = groups.get(key, 0) | 1 << i
+            # (class mask, a representative) in member order
+            self._classes[step] = [
+                (m, self.variants[(m & -m).bit_length() - 1]) for m in groups.values()
+            ]
+
+    def members(self) -> list[CrModel]:
+        return self._members
+
+    def init_states(self) -> list[World]:
+        return self._core.init_states()
+
+    def canonical(self, w: World) -> World:
+        return canonical(w)
+
+    def fingerprint_salt(self) -> str:
+        return "family|" + "|".join(m.fingerprint_salt() for m in self._members)
+
+    def successors_family(self, w: World, mask: int) -> list[tuple[int, int, tuple, World]]:
+        """(members, index, action, successor) for the members of `mask`: each member's
+        successors are those with its bit, in index order, exactly its own `successors`."""
+        out: list[tuple[int, int, tuple, World]] = []
+        k = 0
+        for shared, a, x in self._core.moves(w):
+            if shared:
+                out.append((mask, k, a, x))
+            else:
+                first = len(out)
+                for cm, rep in self._classes[a]:
+                    cm &= mask
+                    if not cm:
+                        continue
+                    act, w2 = x(rep)
+                    for i in range(first, len(out)):  # equal results: one successor
+                        pm, _, pa, pw = out[i]
+                        if pa == act and pw == w2:
+                            out[i] = (pm | cm, k, act, w2)
+                            break
+                    else:
+                        out.append((cm, k, act, w2))
+            k += 1
+        return out
 
 
 def format_action(a: tuple) -> str:

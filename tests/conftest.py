@@ -5,7 +5,12 @@ processes, so `pytest -k linuxcr` pays for one variant and a full run for all of
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +84,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 terminalreporter.write_line(
                     f"hostile images fuzzed: {value['images']:,} ({value['accepted']:,} "
                     f"restored with the specs holding; rejected: {errors})")
+
+
+def _kill_after_snapshot(cmd: list[str], snap: Path) -> None:
+    """Start `cmd`, SIGKILL it soon after it wrote `snap` (no chance to save more)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not snap.exists() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.05)
+        assert snap.exists(), "no snapshot was written"
+        time.sleep(0.3)
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+@pytest.fixture(scope="session")
+def kill_after_snapshot() -> Callable[[list[str], Path], None]:
+    """Run a command and kill it once it has written its snapshot."""
+    return _kill_after_snapshot

@@ -4,11 +4,8 @@ the JSON contract, traces on disk, and a run killed midway then resumed."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -95,24 +92,13 @@ def test_listings_json() -> None:
     assert kinds == {"baseline", "fixed", "policy", "mutant"}
 
 
-def test_killed_run_resumes_to_identical_counts(tmp_path: Path) -> None:
+def test_killed_run_resumes_to_identical_counts(tmp_path: Path, kill_after_snapshot) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('base = "tiny"\nenv_steps = 3\n')
     common = ["check", "--config", str(cfg), "--variant", "linuxcr", "--json", "--jobs", "1"]
     full = json.loads(crmodel(*common).stdout)["results"]
     snap = tmp_path / "run.snapshot"
-    p = subprocess.Popen([*CRMODEL, *common, "--save", str(snap), "--save-every", "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not snap.exists() and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.05)
-        assert snap.exists(), "no snapshot was written"
-        time.sleep(0.3)
-        os.kill(p.pid, signal.SIGKILL)  # no chance to save anything more
-    finally:
-        p.wait(timeout=30)
-    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_snapshot([*CRMODEL, *common, "--save", str(snap), "--save-every", "0"], snap)
     resumed = json.loads(crmodel(*common, "--resume", str(snap)).stdout)["results"]
 
     def essentials(rows: list[dict]) -> list[tuple]:
