@@ -61,7 +61,9 @@ from checker.progress import ProgressInfo
 from checker.result import Exploration, StopReason
 from checker.snapshot import SnapshotMismatch, check_payload
 
-__all__ = ["ModelFamily", "explore_family"]
+__all__ = ["ENGINE", "ModelFamily", "explore_family"]
+
+ENGINE = "explicit-bfs-family"
 
 _members_action = itemgetter(0, 2)
 
@@ -427,13 +429,15 @@ class _FamilySearch(_Search):
                 complete, why = True, None
             else:
                 complete, why = False, stopped_by or "interrupt"
-            out.append(self.build(
+            ex = self.build(
                 h, found,
                 ((a, c) for (cm, a), c in self.coverage.items() if cm & bit),
                 complete=complete, stopped_by=why, max_depth=max_depth,
                 states=sum(levels), transitions=self.member_transitions(m),
                 depth=max(len(levels) - 1, 0), levels=levels,
-            ))
+            )
+            ex.engine = ENGINE
+            out.append(ex)
         return out
 
     def graph(self) -> Any:
