@@ -300,12 +300,15 @@ class _ForwardSignals:
         return self
 
     def handler(self, signum: int, frame: Any) -> None:
-        if signum in self.seen:
-            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        again = signum in self.seen
         self.seen.add(signum)
         for child in multiprocessing.active_children():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signum)  # type: ignore[arg-type]
+                # A second signal ends the workers at once: one that caught it would finish
+                # its exploration and then wait for work forever, hanging the pool's exit.
+                os.kill(child.pid, signal.SIGKILL if again else signum)  # type: ignore[arg-type]
+        if again:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     def __exit__(self, *exc: Any) -> None:
         for sig, prev in self.previous.items():

@@ -366,6 +366,13 @@ def write(folder: Path = DOCS, catalogue_only: bool = False, jobs: int = 2,
               help="Processes exploring the variants for the findings.")
 def docs_command(folder: Path, catalogue_only: bool, check_only: bool, jobs: int) -> None:
     """Generate docs/catalogue.md (from specs/) and docs/findings.md (from a run on tiny)."""
+    if not check_only:  # before the exploration, not after it
+        from crmodel.validate import UsageError, output_dir
+
+        try:
+            output_dir(folder, "--out")
+        except UsageError as e:
+            raise click.UsageError(str(e)) from None
     differ = write(folder, catalogue_only, jobs, check_only)
     for p in differ:
         click.echo(f"{'differs' if check_only else 'wrote'}: {p}")

@@ -127,3 +127,25 @@ def _running(pid: str) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_second_sigterm_to_a_parallel_run_ends_it_at_once(tmp_path: Path) -> None:
+    """A second signal does not wait for the workers' figures, and leaves none behind."""
+    log = tmp_path / "stderr"
+    with open(log, "w") as errf:
+        p = subprocess.Popen([*CRMODEL, "check", "--config", "default", "--variant", "linuxcr",
+                              "--variant", "fixed", "--jobs", "2"], stdout=subprocess.PIPE,
+                             stderr=errf, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None and log.read_text().count(
+                "states") < 2:
+            time.sleep(0.1)
+        workers = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+        p.send_signal(signal.SIGTERM)
+        _finish(p)
+    err = log.read_text()
+    assert p.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert workers and not [w for w in workers if _running(w)]
