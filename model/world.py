@@ -15,6 +15,7 @@ from model.state import (
     OBJ_TTY,
     PTMX,
     PTS,
+    REG,
     UNIX,
     File,
     ObjEntry,
@@ -295,13 +296,19 @@ def _partition(groups: dict) -> list[list[list[int]]]:
 
 def project(w: World) -> dict:
     """Descriptors with F_GETFL, FD_CLOEXEC and offset per task; which descriptors share an
-    open file; which tasks share a table; pipe/pty/socket pairing; epoll watch sets; kinds."""
+    open file; which tasks share a table; pipe/pty/socket pairing; epoll watch sets; kinds;
+    per descriptor the READ/WRITE bits of f_mode, which path a regular file is, and how many
+    messages a unix socket has in its queue. Not the F_SETOWN owner: F_GETOWN shows it only
+    while the owner process lives, and the model keeps only whether one was set."""
     tasks = []
     fgroups: dict[int, list] = {}
     ogroups: dict[int, list] = {}
     tgroups: dict[int, list] = {}
     epoll: dict[str, list[int]] = {}
     kinds: dict[str, str] = {}
+    fmode: dict[str, int] = {}
+    paths: dict[str, int] = {}
+    inq: dict[str, int] = {}
     for ti, t in enumerate(w.tasks):
         tgroups.setdefault(t.table, []).append(ti)
         fds = {}
@@ -315,7 +322,13 @@ def project(w: World) -> dict:
                 ogroups.setdefault(f.obj, []).append([ti, fd])
             if f.kind == EPOLL:
                 epoll[f"{ti}:{fd}"] = sorted(fd2 for _, fd2 in f.epitems)
-            kinds[f"{ti}:{fd}"] = KIND_NAMES[f.kind]
+            key = f"{ti}:{fd}"
+            kinds[key] = KIND_NAMES[f.kind]
+            fmode[key] = f.f_mode & 3  # FMODE_READ | FMODE_WRITE
+            if f.kind == REG:
+                paths[key] = f.path
+            elif f.kind == UNIX:
+                inq[key] = len(f.rcvq)  # one byte per message
         tasks.append({"fds": fds})
     return {
         "tasks": tasks,
@@ -324,6 +337,9 @@ def project(w: World) -> dict:
         "objects": _partition(ogroups),
         "epoll": epoll,
         "kinds": kinds,
+        "fmode": fmode,
+        "paths": paths,
+        "inq": inq,
     }
 
 

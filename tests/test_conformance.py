@@ -61,12 +61,13 @@ from __future__ import annotations
 
 import os
 import pprint
+import random
 import sys
 from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from crmodel.live import driver
@@ -578,11 +579,16 @@ def compare(actions: list[Action], model: list[tuple[Outcome, World]]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=500, deadline=None, derandomize=True, database=None, print_blob=False)
-@given(SEQUENCES)
-def _conforms(abstract: list[Abstract]) -> None:
+def _conforms_one(abstract: list[Abstract]) -> None:
     actions, model = plan(abstract)
     compare(actions, model)
+
+
+# The regression set: the same 500 sequences on every run.
+_conforms = settings(max_examples=500, deadline=None, derandomize=True, database=None,
+                     print_blob=False)(given(SEQUENCES)(_conforms_one))
+FRESH_EXAMPLES = 100  # drawn from a new seed on every run
+SEED_ENV = "CRMODEL_CONFORMANCE_SEED"
 
 
 def _summary() -> str:
@@ -610,6 +616,36 @@ class _SummaryPlugin:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         terminalreporter.section("conformance: actions run")
         terminalreporter.write_line(self.text)
+
+
+def test_model_conforms_on_a_fresh_seed(request: pytest.FixtureRequest) -> None:
+    """Beside the regression set: sequences from a new seed each run, printed in the terminal
+    summary; `CRMODEL_CONFORMANCE_SEED=N` draws the same ones again."""
+    given_seed = os.environ.get(SEED_ENV, "")
+    if given_seed and not given_seed.isdigit():
+        pytest.fail(f"{SEED_ENV}={given_seed!r:.40}: a non-negative integer is wanted")
+    chosen = int(given_seed) if given_seed else random.SystemRandom().randrange(1 << 32)
+    pm = request.config.pluginmanager
+    name = "crmodel-conformance-seed"
+    if not pm.has_plugin(name):
+        pm.register(_SeedPlugin(chosen), name)
+    run = seed(chosen)(settings(max_examples=FRESH_EXAMPLES, deadline=None, database=None,
+                                print_blob=False)(given(SEQUENCES)(_conforms_one)))
+    try:
+        run()
+    except AssertionError as e:
+        raise AssertionError(f"fresh sequences, seed {chosen} (replay: {SEED_ENV}={chosen} "
+                             f"pytest {__file__} -k fresh_seed):\n{e}") from None
+
+
+class _SeedPlugin:
+    def __init__(self, chosen: int) -> None:
+        self.chosen = chosen
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.section("conformance: fresh seed")
+        terminalreporter.write_line(f"{FRESH_EXAMPLES} sequences from seed {self.chosen}; "
+                                    f"replay: {SEED_ENV}={self.chosen}")
 
 
 def test_generator_covers_every_syscall() -> None:

@@ -521,7 +521,8 @@ def test_observation_is_json_and_deterministic() -> None:
     b = run_sequence(seq)
     assert a == b
     json.dumps([s.obs for s in a])
-    assert list(a[-1].obs) == ["tasks", "files", "tables", "objects", "epoll", "kinds"]
+    assert list(a[-1].obs) == ["tasks", "files", "tables", "objects", "epoll", "kinds", "fmode",
+                               "paths", "inq"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,3 +560,19 @@ def test_hung_worker_times_out_and_is_killed() -> None:
 def test_driver_error_is_raised_for_worker_failures() -> None:
     with pytest.raises(DriverError):
         run_sequence([("_sleep", 0, "not a number")])
+
+
+def test_fmode_paths_and_queue_length_are_observed() -> None:
+    """f_mode's READ/WRITE bits by 0-byte read/write probes (a probe changes no offset),
+    which path a regular file is, and how many bytes wait in a unix socket's queue."""
+    steps = run_sequence([
+        ("open", 0, 1, O_RDONLY, 0, 0), ("open", 0, 0, O_WRONLY, O_APPEND, 0),
+        ("open", 0, 1, O_RDWR, 0, 0), ("lseek", 0, 2, 3), ("pipe", 0), ("socketpair", 0),
+        ("sendmsg", 0, 5, 0), ("sendmsg", 0, 5, 1), ("epoll_create", 0),
+    ])
+    obs = steps[-1].obs
+    assert obs["fmode"] == {"0:0": 1, "0:1": 2, "0:2": 3, "0:3": 1, "0:4": 2, "0:5": 3,
+                            "0:6": 3, "0:7": 3}
+    assert obs["paths"] == {"0:0": 1, "0:1": 0, "0:2": 1}
+    assert obs["inq"] == {"0:5": 0, "0:6": 2}
+    assert fds(obs, 0)[2]["pos"] == 3 and fds(obs, 0)[1]["pos"] == 0

@@ -62,8 +62,20 @@ KCMP_FILES); ``objects``: partition of the ``[task, fd]`` that are pipes (pipefs
 (master: fdinfo ``tty-index``; slave: index from st_rdev, majors 136..143) or unix sockets
 (pairs joined through sock_diag UNIX_DIAG_PEER); ``epoll``: ``{"t:fd": sorted tfd numbers of
 its fdinfo}``; ``kinds``: ``{"t:fd": kind}`` with kinds reg, pipe_r, pipe_w, pipe_rw (a pipe
-reopened O_RDWR through /proc), ptmx, pts, epoll, unix, timerfd, other.  ``epoll`` and
-``kinds`` are ordered by (task, fd); all lists are sorted.
+reopened O_RDWR through /proc), ptmx, pts, epoll, unix, timerfd, other; ``fmode``:
+``{"t:fd": FMODE_READ|FMODE_WRITE bits}``, probed by a read and a write of 0 bytes (only
+EBADF says the mode lacks the bit; a 0-byte read or write changes nothing, on these kinds);
+``paths``: ``{"t:fd": i}`` for regular
+files, i the index of the file ``f{i}`` with the descriptor's (st_dev, st_ino), -1 for none;
+``inq``: ``{"t:fd": bytes}`` for unix sockets, the receive queue's unread bytes (sock_diag
+UNIX_DIAG_RQLEN: one per message here). Which files are in flight in a queue is not read: only
+recvmsg(MSG_PEEK) shows them, and it installs new descriptors of them in the peeking process
+(raising their f_count while held) and stops at the first message that carries descriptors.
+FMODE_LSEEK is not observed (a failing lseek is the lseek action's own outcome). Nor is the
+F_SETOWN owner: F_GETOWN gives the owner's pid only while that process lives (0 once it has
+exited and been reaped, found by the conformance run), and the model keeps only whether an
+owner was set, which is what Linux-CR refuses.
+``epoll`` and the ``"t:fd"`` maps are ordered by (task, fd); all lists are sorted.
 
 Observed F_GETFL values (Linux 6.18 x86_64, glibc 2.36; octal)
 -------------------------------------------------------------
@@ -167,6 +179,10 @@ SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 1
 NLMSG_ERROR = 2
 UDIAG_SHOW_PEER = 0x4
+UDIAG_SHOW_RQLEN = 0x10
+UNIX_DIAG_RQLEN = 4
+FMODE_READ = 0x1
+FMODE_WRITE = 0x2
 UNIX_DIAG_PEER = 2
 PTMX_RDEV = (5, 2)
 PTS_MAJORS = range(136, 144)
@@ -260,6 +276,7 @@ class _Session:
     created: int = 0
     nl: socket.socket | None = None
     unix_diag: bool = True
+    paths: dict[tuple[int, int], int] = field(default_factory=dict)  # (st_dev, st_ino) -> i
 
     # -- control channel -----------------------------------------------------------------
 
@@ -306,6 +323,8 @@ class _Session:
         for i in range(npaths):
             with open(os.path.join(self.tmp, f"f{i}"), "wb") as f:
                 f.write(bytes((97 + i + j) % 256 for j in range(file_size)))
+            st = os.stat(os.path.join(self.tmp, f"f{i}"))
+            self.paths[(st.st_dev, st.st_ino)] = i
         rc, rw = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.root_sock = rc  # closed by close()
         tc, tw = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -494,13 +513,13 @@ class _Session:
 
     # -- observation -----------------------------------------------------------------------
 
-    def _unix_peer(self, ino: int) -> tuple[bool, int]:
-        """(is a unix socket, peer inode or 0) via sock_diag."""
+    def _unix_peer(self, ino: int) -> tuple[bool, int, int]:
+        """(is a unix socket, peer inode or 0, bytes in its receive queue) via sock_diag."""
         if self.nl is None:
             self.nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
             self.nl.settimeout(self.timeout)
         req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
-                          UDIAG_SHOW_PEER, 0xFFFFFFFF, 0xFFFFFFFF)
+                          UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
         self.nl.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
                                  ino, 0) + req)
         data = self.nl.recv(1 << 16)
@@ -509,17 +528,20 @@ class _Session:
             err = -struct.unpack_from("=i", data, 16)[0]
             if err in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
                 self.unix_diag = False  # no unix_diag in this kernel
-            return (False, 0)
+            return (False, 0, 0)
         off = 16 + 16  # nlmsghdr + unix_diag_msg
         end = min(len(data), _ln)
+        peer = rq = 0
         while off + 4 <= end:
             alen, atype = struct.unpack_from("=HH", data, off)
             if alen < 4:
                 break
             if atype == UNIX_DIAG_PEER:
-                return (True, struct.unpack_from("=I", data, off + 4)[0])
+                peer = struct.unpack_from("=I", data, off + 4)[0]
+            elif atype == UNIX_DIAG_RQLEN:  # {rqueue, wqueue}: bytes unread, for a stream
+                rq = struct.unpack_from("=I", data, off + 4)[0]
             off += (alen + 3) & ~3
-        return (True, 0)
+        return (True, peer, rq)
 
     def observe(self) -> dict[str, Any]:
         tasks = self.tasks
@@ -543,7 +565,7 @@ class _Session:
         info: dict[tuple[int, int], dict[str, Any]] = {}
         for r in reps:
             pid = tasks[r].pid
-            for fd, fl, fdfl in listing[r]:
+            for fd, fl, fdfl, can_read, can_write in listing[r]:
                 link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 st = os.stat(f"/proc/{pid}/fd/{fd}")
                 with open(f"/proc/{pid}/fdinfo/{fd}") as f:
@@ -563,6 +585,8 @@ class _Session:
                     "flags": fl, "cloexec": 1 if fdfl & FD_CLOEXEC else 0, "pos": pos,
                     "kind": kind, "obj": obj, "key": (st.st_dev, st.st_ino),
                     "epoll": sorted(tfds) if kind == "epoll" else None,
+                    "fmode": (FMODE_READ if can_read else 0) | (FMODE_WRITE if can_write else 0),
+                    "path": self.paths.get((st.st_dev, st.st_ino), -1),
                 }
 
         # open file descriptions among table representatives (kcmp KCMP_FILE)
@@ -582,8 +606,9 @@ class _Session:
         for d in info.values():
             if d["kind"] == "socket":
                 ino = d["obj"][1]
-                is_unix, peer = self._unix_peer(ino) if self.unix_diag else (True, 0)
+                is_unix, peer, rq = self._unix_peer(ino) if self.unix_diag else (True, 0, -1)
                 d["kind"] = "unix" if is_unix else "other"
+                d["inq"] = rq
                 if is_unix:
                     objs[ino] = peer
                 d["obj"] = ("unix", ino) if is_unix else None
@@ -604,13 +629,22 @@ class _Session:
         kinds: dict[str, str] = {}
         epoll: dict[str, list[int]] = {}
         object_groups: dict[Any, list[list[int]]] = {}
+        fmode: dict[str, int] = {}
+        paths: dict[str, int] = {}
+        inq: dict[str, int] = {}
         for i in range(n):
             r = table_of[i]
             fds: dict[int, dict[str, int]] = {}
-            for fd, _fl, _d in listing[r]:
+            for fd, *_ in listing[r]:
                 d = info[(r, fd)]
+                key = f"{i}:{fd}"
                 fds[fd] = {"flags": d["flags"], "cloexec": d["cloexec"], "pos": d["pos"]}
-                kinds[f"{i}:{fd}"] = d["kind"]
+                kinds[key] = d["kind"]
+                fmode[key] = d["fmode"]
+                if d["kind"] == "reg":
+                    paths[key] = d["path"]
+                if d["kind"] == "unix":
+                    inq[key] = d["inq"]
                 if d["epoll"] is not None:
                     epoll[f"{i}:{fd}"] = d["epoll"]
                 if d["obj"] is not None:
@@ -628,6 +662,9 @@ class _Session:
             "objects": sorted(sorted(g) for g in object_groups.values()),
             "epoll": epoll,  # built in (task, fd) order
             "kinds": kinds,
+            "fmode": fmode,
+            "paths": paths,
+            "inq": inq,
         }
 
     @staticmethod

@@ -154,6 +154,12 @@ def fcntl(fd: int, cmd: int, arg: int = 0) -> int:
     return check(libc.fcntl(fd, cmd, ctypes.c_long(arg)))
 
 
+def probe(call: Any, fd: int) -> bool:
+    """False when a 0-byte read (write) fails with EBADF: the file lacks FMODE_READ (WRITE)."""
+    r = call(fd, None, 0)
+    return r >= 0 or ctypes.get_errno() != errno.EBADF
+
+
 def is_open(fd: int) -> bool:
     return libc.fcntl(fd, F_GETFD, ctypes.c_long(0)) >= 0
 
@@ -324,7 +330,8 @@ class Worker:
             for fd in range(MODEL_FDS):
                 d = libc.fcntl(fd, F_GETFD, ctypes.c_long(0))
                 if d >= 0:
-                    out.append((fd, libc.fcntl(fd, F_GETFL, ctypes.c_long(0)), d))
+                    out.append((fd, libc.fcntl(fd, F_GETFL, ctypes.c_long(0)), d,
+                                probe(libc.read, fd), probe(libc.write, fd)))
             return ("ok", out)
         if name == "exec":
             return self.exec_()
