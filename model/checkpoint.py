@@ -38,7 +38,7 @@ from model.state import (
     slot_file,
 )
 from model.variants import Variant
-from model.world import held_files, observe, outside_refs, ref_users
+from model.world import file_counts, observe, outside_refs, ref_users
 
 EBUSY, EBADF = errno.EBUSY, errno.EBADF
 
@@ -47,9 +47,11 @@ def inside_tasks(w: World) -> list[int]:
     return [i for i, t in enumerate(w.tasks) if t.inside]
 
 
-def _fail(w: World, code: int) -> World:
-    """End the checkpoint: the objhash drops its references (ckpt_obj_hash_free)."""
-    clean = w.cr.clean & is_clean(w)
+def _fail(w: World, code: int, clean: int | None = None) -> World:
+    """End the checkpoint: the objhash drops its references (ckpt_obj_hash_free). `clean`:
+    the ghost flag, when the caller has just computed it for this system."""
+    if clean is None:
+        clean = w.cr.clean and is_clean(w)
     cr = w.cr._replace(phase=FAILED, error=code, objhash=(), ghost=(), clean=clean)
     return _finished(cr)
 
@@ -61,18 +63,25 @@ def _finished(cr: Cr) -> World:
     return World((), (), (), 0, cr._replace(ext_steps=0))
 
 
-def is_clean(w: World) -> int:
+def is_clean(w: World, outside: set[tuple[int, int]] | None = None) -> int:
     """Ghost bookkeeping for the completeness spec: 1 when no object the container uses (its
     tables, the files it holds or its epolls watch, what they are on) is referenced from
     outside, and every such file is one the design supports (has ->checkpoint, no owner,
-    no in-flight SCM_RIGHTS)."""
-    inside = held_files(w, 1)
-    used = set(inside)
-    for f in inside:
-        used.update(tf for tf, _ in w.files[f].epitems)
+    no in-flight SCM_RIGHTS). `outside`: `outside_refs(w)`, if the caller has it."""
+    files = w.files
+    # The files its tables hold: with none of them a socket holding files in flight, these
+    # are all it holds (model.world.held_files).
+    direct = {slot_file(s) for t in w.tasks if t.inside for s in w.tables[t.table] if s != EMPTY}
+    used = set(direct)
+    for f in direct:
+        file = files[f]
+        if file.kind == TIMERFD or file.owner or file.rcvq:
+            return 0
+        for tf, _ in file.epitems:
+            used.add(tf)
     mine: set[tuple[int, int]] = {(OBJ_FILE_TABLE, t.table) for t in w.tasks if t.inside}
     for f in used:
-        file = w.files[f]
+        file = files[f]
         mine.add((OBJ_FILE, f))
         if file.kind == UNIX:
             mine.add((OBJ_SOCK, f))
@@ -81,14 +90,7 @@ def is_clean(w: World) -> int:
             mine.add((OBJ_TTY, file.obj * 2 + 1))
         elif file.obj != -1:
             mine.add((OBJ_INODE, file.obj))
-    if mine & outside_refs(w):
-        return 0
-    direct = {slot_file(s) for t in w.tasks if t.inside for s in w.tables[t.table] if s != EMPTY}
-    for f in inside:
-        file = w.files[f]
-        if f not in direct or file.kind == TIMERFD or file.owner or file.rcvq:
-            return 0
-    return 1
+    return 0 if mine & (outside_refs(w) if outside is None else outside) else 1
 
 
 def _peer(w: World, f: int) -> int:
@@ -112,11 +114,11 @@ def freeze(w: World, v: Variant) -> World:
     In subtree mode there is no contained check: the ghost record of what was shared with
     outside is taken here, when the checkpoint began."""
     tasks = tuple(t._replace(frozen=1) if t.inside else t for t in w.tasks)
-    w = w._replace(tasks=tasks, cr=Cr(FROZEN))
-    w = w._replace(cr=w.cr._replace(clean=is_clean(w)))
-    if not v.full_container:
-        w = w._replace(cr=w.cr._replace(ghost=tuple(sorted(outside_refs(w)))))
-    return w
+    w = w._replace(tasks=tasks)
+    if v.full_container:
+        return w._replace(cr=Cr(FROZEN, clean=is_clean(w)))
+    out = outside_refs(w)
+    return w._replace(cr=Cr(FROZEN, clean=is_clean(w, out), ghost=tuple(sorted(out))))
 
 
 class _ObjHash:
@@ -153,7 +155,9 @@ class _ObjHash:
             self.index[(objtype, ptr)] = i
             self.entries.append(ObjEntry(objtype, ptr, self.users_start, 1))
         else:
-            self.entries[i] = self.entries[i]._replace(visited=1)
+            e = self.entries[i]
+            if not e.visited:
+                self.entries[i] = e._replace(visited=1)
         return i + 1, new
 
 
@@ -204,21 +208,30 @@ def _skipped(w: World, v: Variant, f: int) -> bool:
 
 
 def _leaks(w: World, v: Variant) -> list[ObjEntry]:
-    return [
-        e
-        for e in w.cr.objhash
-        if (r := kernel_count(w, v, e.objtype, e.ptr)) is not None and r != e.users
-    ]
+    """The objhash entries whose kernel count differs from the `users` collect counted."""
+    out = []
+    counts = None  # every file's f_count, counted once if a file is hashed
+    for e in w.cr.objhash:
+        if e.objtype == OBJ_FILE:
+            if counts is None:
+                counts = file_counts(w)
+            r: int | None = counts[e.ptr]
+        else:
+            r = kernel_count(w, v, e.objtype, e.ptr)
+        if r is not None and r != e.users:
+            out.append(e)
+    return out
 
 
 def contained(w: World, v: Variant) -> World:
     """ckpt_obj_contained: any object with ref_users != users is a leak: -EBUSY. The ghost
     record (ground truth of what outside tasks reference now) is taken for the specs."""
-    ghost = tuple(sorted(outside_refs(w)))
-    w = w._replace(cr=w.cr._replace(ghost=ghost, clean=w.cr.clean & is_clean(w)))
+    out = outside_refs(w)
+    cr = w.cr
+    clean = cr.clean and is_clean(w, out)
     if v.contained_check and _leaks(w, v):
-        return _fail(w, EBUSY)
-    return w._replace(cr=w.cr._replace(phase=CHECKED))
+        return _fail(w, EBUSY, clean)
+    return w._replace(cr=cr._replace(phase=CHECKED, ghost=tuple(sorted(out)), clean=clean))
 
 
 def write(w: World, v: Variant) -> World:
@@ -238,16 +251,17 @@ def write(w: World, v: Variant) -> World:
             raise _CkptError(EBUSY)  # reverse added late: appeared after the collect
         return ref
 
+    inside = inside_tasks(w)
     try:
-        for ti in inside_tasks(w):
+        for ti in inside:
             table = w.tasks[ti].table
             tref = add(OBJ_FILE_TABLE, table)
             image.append(TaskRec(1, tref))
             if table in written_tables:
                 continue
             written_tables.add(table)
-            slots = [(fd, s) for fd, s in enumerate(w.tables[table]) if s != EMPTY]
-            slots = [(fd, s) for fd, s in slots if not _skipped(w, v, slot_file(s))]
+            slots = [(fd, s) for fd, s in enumerate(w.tables[table])
+                     if s != EMPTY and not _skipped(w, v, slot_file(s))]
             image.append(TableRec(2, tref, len(slots)))
             for fd, s in slots:
                 f = slot_file(s)
@@ -277,15 +291,16 @@ def write(w: World, v: Variant) -> World:
     # Ghost bookkeeping for the specs: which written objects outside tasks referenced at the
     # check (or the freeze, in subtree mode) and which they reference now.
     written = {(e.objtype, e.ptr): i + 1 for i, e in enumerate(h.entries) if e.visited}
-    for r in image:
-        if r[0] == 5:  # epoll targets are written by reference
-            e = h.entries[r.target_ref - 1]
-            written[(e.objtype, e.ptr)] = r.target_ref
+    if epolls:
+        for r in image:
+            if r[0] == 5:  # epoll targets are written by reference
+                e = h.entries[r.target_ref - 1]
+                written[(e.objtype, e.ptr)] = r.target_ref
     ghost = set(w.cr.ghost)
     now = outside_refs(w)
     leak_check = tuple(sorted((ref, key[0]) for key, ref in written.items() if key in ghost))
     leak_write = tuple(sorted((ref, key[0]) for key, ref in written.items() if key in now))
-    snapshot = observe(w, inside_tasks(w))
+    snapshot = observe(w, inside)
     cr = w.cr._replace(
         phase=WRITTEN,
         objhash=tuple(h.entries),

@@ -40,17 +40,24 @@ def f_count(w: World, f: int) -> int:
     """`file->f_count`: descriptors, in-flight SCM_RIGHTS messages, and the objhash's grab.
 
     Epoll items hold no reference (eventpoll keeps a weak link, removed at release)."""
-    n = 0
+    return file_counts(w)[f]
+
+
+def file_counts(w: World) -> list[int]:
+    """`f_count` of every file, in one pass over the references."""
+    n = [0] * len(w.files)
+    tables = w.tables
     for table in live_tables(w):
-        for s in w.tables[table]:
-            if s != EMPTY and slot_file(s) == f:
-                n += 1
+        for s in tables[table]:
+            if s != EMPTY:
+                n[s >> 1] += 1  # slot_file(s), inline: this loop runs at every contained check
     for g in w.files:
-        if g.kind == UNIX:
-            n += g.rcvq.count(f)
+        if g.rcvq and g.kind == UNIX:
+            for x in g.rcvq:
+                n[x] += 1
     for e in objhash_entries(w):
-        if e.objtype == OBJ_FILE and e.ptr == f:
-            n += 1
+        if e.objtype == OBJ_FILE:
+            n[e.ptr] += 1
     return n
 
 
@@ -65,8 +72,13 @@ def live_tables(w: World) -> list[int]:
 
 def table_users(w: World, table: int) -> int:
     """`files->count`: the tasks that hold the table, plus the objhash's grab."""
-    n = sum(1 for t in w.tasks if t.table == table)
-    n += sum(1 for e in objhash_entries(w) if e.objtype == OBJ_FILE_TABLE and e.ptr == table)
+    n = 0
+    for t in w.tasks:
+        if t.table == table:
+            n += 1
+    for e in objhash_entries(w):
+        if e.ptr == table and e.objtype == OBJ_FILE_TABLE:
+            n += 1
     return n
 
 
@@ -74,10 +86,14 @@ def sock_refcnt(w: World, f: int) -> int:
     """`sk_refcnt` of the socket behind unix file `f`: its file, its connected peer (unix_peer
     holds sock_hold), and the objhash's grab."""
     n = 1
-    me = w.files[f]
-    if any(g.kind == UNIX and g.obj == me.obj and i != f for i, g in enumerate(w.files)):
-        n += 1
-    n += sum(1 for e in objhash_entries(w) if e.objtype == OBJ_SOCK and e.ptr == f)
+    obj = w.files[f].obj
+    for i, g in enumerate(w.files):
+        if g.obj == obj and g.kind == UNIX and i != f:
+            n += 1
+            break
+    for e in objhash_entries(w):
+        if e.ptr == f and e.objtype == OBJ_SOCK:
+            n += 1
     return n
 
 
@@ -86,10 +102,20 @@ def tty_kref(w: World, obj: int, slave: int) -> int:
     for the slave, the master's link to it (a reading: the master owns the pair, so a fully
     contained pair balances; see the README)."""
     kind = PTS if slave else PTMX
-    n = sum(1 for g in w.files if g.obj == obj and g.kind == kind)
-    if slave and any(g.obj == obj and g.kind == PTMX for g in w.files):
+    n = 0
+    master = False
+    for g in w.files:
+        if g.obj == obj:
+            if g.kind == kind:
+                n += 1
+            if g.kind == PTMX:
+                master = True
+    if slave and master:
         n += 1
-    n += sum(1 for e in objhash_entries(w) if e.objtype == OBJ_TTY and e.ptr == obj * 2 + slave)
+    ptr = obj * 2 + slave
+    for e in objhash_entries(w):
+        if e.ptr == ptr and e.objtype == OBJ_TTY:
+            n += 1
     return n
 
 
@@ -118,18 +144,19 @@ def _remap_cr(cr, fmap: dict[int, int], tmap: dict[int, int], omap: dict[int, in
         return cr
     entries = []
     for e in cr.objhash:
-        if e.objtype in (OBJ_FILE, OBJ_SOCK):
-            ptr = fmap[e.ptr]
-        elif e.objtype == OBJ_FILE_TABLE:
-            ptr = tmap[e.ptr]
-        elif e.objtype == OBJ_INODE:
-            ptr = omap[e.ptr]
+        typ, ptr = e.objtype, e.ptr
+        if typ == OBJ_FILE or typ == OBJ_SOCK:
+            new = fmap[ptr]
+        elif typ == OBJ_FILE_TABLE:
+            new = tmap[ptr]
+        elif typ == OBJ_INODE:
+            new = omap[ptr]
         else:  # TTY
-            ptr = omap[e.ptr >> 1] * 2 + (e.ptr & 1)
-        entries.append(e._replace(ptr=ptr))
+            new = omap[ptr >> 1] * 2 + (ptr & 1)
+        entries.append(e if new == ptr else e._replace(ptr=new))
     ghost = []
     for typ, ptr in cr.ghost:  # ghost entries hold no reference: drop the dead
-        if typ in (OBJ_FILE, OBJ_SOCK):
+        if typ == OBJ_FILE or typ == OBJ_SOCK:
             new = fmap.get(ptr, -1)
         elif typ == OBJ_FILE_TABLE:
             new = tmap.get(ptr, -1)
@@ -140,150 +167,269 @@ def _remap_cr(cr, fmap: dict[int, int], tmap: dict[int, int], omap: dict[int, in
             new = -1 if o == -1 else o * 2 + (ptr & 1)
         if new != -1:
             ghost.append((typ, new))
-    return cr._replace(objhash=tuple(entries), ghost=tuple(sorted(ghost)))
+    ghost.sort()
+    return cr._replace(objhash=tuple(entries), ghost=tuple(ghost))
+
+
+_IDS = [list(range(n)) for n in range(33)]
+
+
+def _is_identity(order: list[int]) -> bool:
+    """`order` is 0, 1, ..., len - 1: no id moves."""
+    n = len(order)
+    return order == (_IDS[n] if n < len(_IDS) else list(range(n)))
 
 
 def _rename(
     w: World,
-    tasks: list[Task],
+    tasks: tuple[Task, ...],
     table_order: list[int],
     file_order: list[int],
     obj_order: list[int],
 ) -> World:
-    """Rebuild `w` keeping only the listed tables/files/objs, numbered in the given order."""
-    n_t, n_f = len(table_order), len(file_order)
-    same_t = n_t == len(w.tables) and all(i == x for i, x in enumerate(table_order))
-    same_f = n_f == len(w.files) and all(i == x for i, x in enumerate(file_order))
-    same_o = all(i == x for i, x in enumerate(obj_order))
+    """Rebuild `w` with `tasks` (its own, perhaps reordered), keeping only the listed
+    tables/files/objs, numbered in the given order."""
+    same_t = len(table_order) == len(w.tables) and _is_identity(table_order)
+    same_f = len(file_order) == len(w.files) and _is_identity(file_order)
+    same_o = _is_identity(obj_order)
     if same_t and same_f and same_o:  # the common case: nothing released, nothing moved
-        if all(a is b for a, b in zip(tasks, w.tasks, strict=True)):
+        if tasks == w.tasks:
             return w
-        return World(tuple(tasks), w.tables, w.files, w.steps, w.cr)
+        return World(tasks, w.tables, w.files, w.steps, w.cr)
     tmap = {old: new for new, old in enumerate(table_order)}
     fmap = {old: new for new, old in enumerate(file_order)}
     omap = {old: new for new, old in enumerate(obj_order)}
     omap[-1] = -1
-    new_tasks = tuple(Task(t.inside, t.frozen, tmap[t.table]) for t in tasks)
-    if same_f:
-        new_tables = tuple(w.tables[old] for old in table_order)
+    tables, files = w.tables, w.files
+    if same_t:  # only files moved (or went): tasks and the tables' order stay
+        new_tasks = tasks
     else:
-        new_tables = tuple(
-            tuple(s if s == EMPTY else slot(fmap[slot_file(s)], slot_cloexec(s))
-                  for s in w.tables[old])
+        new_tasks = tuple([Task(t.inside, t.frozen, tmap[t.table]) for t in tasks])
+    if not same_f:
+        new_tables = tuple([
+            tuple([s if s == EMPTY else slot(fmap[slot_file(s)], slot_cloexec(s))
+                   for s in tables[old]])
             for old in table_order
-        )
-    files = []
-    for old in file_order:
-        f = w.files[old]
-        kind, path, obj, f_flags, f_mode, f_pos, owner, epitems, rcvq, sk_err = f
-        if epitems and not same_f:
-            epitems = tuple(sorted((fmap[t], fd) for t, fd in epitems if t in fmap))
-        if rcvq and not same_f:
-            rcvq = tuple([fmap[x] for x in rcvq])
-        if obj != -1 and not same_o:
-            obj = omap[obj]
-        if obj is f.obj and epitems is f.epitems and rcvq is f.rcvq:
-            files.append(f)
-        else:
-            files.append(
-                File(kind, path, obj, f_flags, f_mode, f_pos, owner, epitems, rcvq, sk_err)
-            )
+        ])
+    elif not same_t:
+        new_tables = tuple([tables[old] for old in table_order])
+    else:
+        new_tables = tables
+    if same_f and same_o:
+        new_files = files
+    else:
+        out = []
+        for old in file_order:
+            f = files[old]
+            if not same_f and (f.epitems or f.rcvq):
+                f = f._replace(
+                    epitems=tuple(sorted([(fmap[t], fd) for t, fd in f.epitems if t in fmap])),
+                    rcvq=tuple([fmap[x] for x in f.rcvq]),
+                )
+            if not same_o and f.obj != -1 and omap[f.obj] != f.obj:
+                f = f._replace(obj=omap[f.obj])
+            out.append(f)
+        new_files = tuple(out)
     cr = w.cr
     if cr:
         cr = _remap_cr(cr, fmap, tmap, omap)
-    return World(new_tasks, new_tables, tuple(files), w.steps, cr)
+    return World(new_tasks, new_tables, new_files, w.steps, cr)
 
 
-def _reachable(w: World) -> tuple[list[int], list[int], list[int]]:
-    """Live tables, files and objects in first-encounter order: tables from tasks (in task
-    order) then the objhash; files from table slots (ascending fd), then in-flight files of
-    live sockets, then the objhash's; objects by their files."""
+def _reachable(
+    w: World, tasks: tuple[Task, ...]
+) -> tuple[list[int], list[int], list[int]]:
+    """Live tables, files and objects in first-encounter order: tables from `tasks` (w's own,
+    perhaps reordered; in that order) then the objhash; files from table slots (ascending
+    fd), then the objhash's, then in-flight files of live sockets; objects by their files,
+    then the objhash's. (Lists, not sets: they hold a handful of ids.)"""
     tables: list[int] = []
-    seen_t: set[int] = set()
-    for t in w.tasks:
-        if t.table not in seen_t:
-            seen_t.add(t.table)
+    for t in tasks:
+        if t.table not in tables:
             tables.append(t.table)
-    entries = objhash_entries(w)
+    cr = w.cr
+    entries = cr.objhash if cr else ()
     for e in entries:
-        if e.objtype == OBJ_FILE_TABLE and e.ptr not in seen_t:
-            seen_t.add(e.ptr)
+        if e.objtype == OBJ_FILE_TABLE and e.ptr not in tables:
             tables.append(e.ptr)
     files: list[int] = []
-    seen_f: set[int] = set()
+    wt = w.tables
     for tb in tables:
-        for s in w.tables[tb]:
-            if s != EMPTY and slot_file(s) not in seen_f:
-                seen_f.add(slot_file(s))
+        for s in wt[tb]:
+            if s != EMPTY and slot_file(s) not in files:
                 files.append(slot_file(s))
     for e in entries:
-        if e.objtype in (OBJ_FILE, OBJ_SOCK) and e.ptr not in seen_f:
-            seen_f.add(e.ptr)
+        if (e.objtype == OBJ_FILE or e.objtype == OBJ_SOCK) and e.ptr not in files:
             files.append(e.ptr)
     # In-flight files are alive while the socket whose queue holds them is (a cycle of
     # sockets holding only each other is collected, as unix_gc would eventually do).
-    i = 0
-    while i < len(files):
-        f = w.files[files[i]]
-        for x in f.rcvq:
-            if x not in seen_f:
-                seen_f.add(x)
-                files.append(x)
-        i += 1
+    wf = w.files
     objs: list[int] = []
-    seen_o: set[int] = set()
-    for fi in files:
-        o = w.files[fi].obj
-        if o != -1 and o not in seen_o:
-            seen_o.add(o)
+    for fi in files:  # grows as in-flight files are found: they are visited too
+        f = wf[fi]
+        for x in f.rcvq:
+            if x not in files:
+                files.append(x)
+        o = f.obj
+        if o != -1 and o not in objs:
             objs.append(o)
     for e in entries:  # a pipe inode or tty grabbed by the objhash outlives its files
-        if e.objtype == OBJ_INODE and e.ptr not in seen_o:
-            seen_o.add(e.ptr)
-            objs.append(e.ptr)
-        elif e.objtype == OBJ_TTY and (e.ptr >> 1) not in seen_o:
-            seen_o.add(e.ptr >> 1)
+        if e.objtype == OBJ_INODE:
+            if e.ptr not in objs:
+                objs.append(e.ptr)
+        elif e.objtype == OBJ_TTY and (e.ptr >> 1) not in objs:
             objs.append(e.ptr >> 1)
     return tables, files, objs
 
 
 def live_files(w: World) -> list[int]:
     """The files something still references (what `normalize` keeps), first encounter first."""
-    return _reachable(w)[1]
+    return _reachable(w, w.tasks)[1]
 
 
 def normalize(w: World) -> World:
     """Release what nothing references any more (fput of the last reference, epoll items of
     released targets, tables no task holds) and number the rest by first encounter."""
-    tables, files, objs = _reachable(w)
-    return _rename(w, list(w.tasks), tables, files, objs)
+    if _in_order(w, w.tasks):
+        return w
+    tables, files, objs = _reachable(w, w.tasks)
+    return _rename(w, w.tasks, tables, files, objs)
 
 
 def _file_sig(f: File) -> tuple:
     return (f.kind, f.path, f.f_flags, f.f_mode, f.f_pos, f.owner, len(f.epitems), len(f.rcvq))
 
 
+def _sig_less(a: Task, b: Task, tables: tuple, files: tuple[File, ...]) -> bool:
+    """Whether `a`'s id-free signature sorts before `b`'s: (inside, frozen, then per slot
+    (0,) when empty, else (1, close-on-exec, the file's signature)). Compared slot by slot,
+    building a file's signature only where two slots name different files."""
+    if a.inside != b.inside:
+        return a.inside < b.inside
+    if a.frozen != b.frozen:
+        return a.frozen < b.frozen
+    if a.table == b.table:
+        return False
+    ta, tb = tables[a.table], tables[b.table]
+    for sa, sb in zip(ta, tb, strict=False):
+        if sa == sb:
+            continue
+        if sa == EMPTY or sb == EMPTY:
+            return sa == EMPTY
+        if slot_cloexec(sa) != slot_cloexec(sb):
+            return slot_cloexec(sa) < slot_cloexec(sb)
+        ka, kb = _file_sig(files[slot_file(sa)]), _file_sig(files[slot_file(sb)])
+        if ka != kb:
+            return ka < kb
+    return len(ta) < len(tb)
+
+
+def _task_order(w: World) -> tuple[Task, ...]:
+    """The tasks sorted, stably, by their id-free signature (`_sig_less`); `w.tasks` itself
+    when already in order. Insertion sort: there are a handful of tasks."""
+    tasks = w.tasks
+    if len(tasks) < 2:
+        return tasks
+    tables, files = w.tables, w.files
+    order = list(tasks)
+    moved = False
+    for i in range(1, len(order)):
+        t = order[i]
+        j = i
+        while j and _sig_less(t, order[j - 1], tables, files):
+            order[j] = order[j - 1]
+            j -= 1
+        if j != i:
+            order[j] = t
+            moved = True
+    return tuple(order) if moved else tasks
+
+
+def _in_order(w: World, tasks: tuple[Task, ...]) -> bool:
+    """Whether numbering by first encounter from `tasks` (as `_reachable`) keeps every table,
+    file and object where it is: nothing released, nothing moved. While that holds, the ids
+    seen so far are exactly 0..n-1, so counting replaces the lists."""
+    nt = 0
+    for t in tasks:
+        if t.table == nt:
+            nt += 1
+        elif t.table > nt:
+            return False
+    cr = w.cr
+    entries = cr.objhash if cr else ()
+    if entries:
+        for e in entries:
+            if e.objtype == OBJ_FILE_TABLE:
+                if e.ptr == nt:
+                    nt += 1
+                elif e.ptr > nt:
+                    return False
+    tables = w.tables
+    if nt != len(tables):
+        return False
+    nf = 0
+    for table in tables:
+        for s in table:
+            # slot encoding inline (the hottest loop of the search): slots below
+            # slot(nf, 0) are EMPTY or name a file met before
+            if s >= nf << 1:
+                if s >> 1 != nf:
+                    return False
+                nf += 1
+    if entries:
+        for e in entries:
+            if e.objtype == OBJ_FILE or e.objtype == OBJ_SOCK:
+                if e.ptr == nf:
+                    nf += 1
+                elif e.ptr > nf:
+                    return False
+    files = w.files
+    no = 0
+    if nf == len(files):  # every file met: in-flight ones are among them
+        for f in files:
+            if f.obj >= no:
+                if f.obj != no:
+                    return False
+                no += 1
+    else:
+        i = 0
+        while i < nf:  # nf grows as in-flight files are found
+            if nf > len(files):
+                return False
+            f = files[i]
+            for x in f.rcvq:
+                if x == nf:
+                    nf += 1
+                elif x > nf:
+                    return False
+            if f.obj >= no:
+                if f.obj != no:
+                    return False
+                no += 1
+            i += 1
+        if nf != len(files):
+            return False
+    for e in entries:
+        o = e.ptr if e.objtype == OBJ_INODE else e.ptr >> 1 if e.objtype == OBJ_TTY else -1
+        if o >= no:
+            if o != no:
+                return False
+            no += 1
+    return True
+
+
 def canonical(w: World) -> World:
     """The representative of `w`'s class under renaming of tasks, tables, files and objects.
 
     Tasks are ordered by an id-free signature (ties keep their order, which can only cost
-    reduction, never soundness); everything else is numbered by first encounter from there."""
-    files = w.files
-    tables = w.tables
-
-    def sig(t: Task) -> tuple:
-        slots = tables[t.table]
-        return (
-            t.inside,
-            t.frozen,
-            tuple((0,) if s == EMPTY else (1, slot_cloexec(s), _file_sig(files[slot_file(s)]))
-                  for s in slots),
-        )
-
-    tasks = sorted(w.tasks, key=sig)
-    w2 = World(tuple(tasks), w.tables, w.files, w.steps, w.cr)
-    tables_o, files_o, objs_o = _reachable(w2)
-    return _rename(w2, tasks, tables_o, files_o, objs_o)
+    reduction, never soundness); everything else is numbered by first encounter from there.
+    Most successors of a representative are one already: that is checked by counting, and
+    only a state where some id moves is renamed."""
+    tasks = _task_order(w)
+    if _in_order(w, tasks):
+        return w if tasks is w.tasks else World(tasks, w.tables, w.files, w.steps, w.cr)
+    tables_o, files_o, objs_o = _reachable(w, tasks)
+    return _rename(w, tasks, tables_o, files_o, objs_o)
 
 
 # ---------------------------------------------------------------------------------------------
