@@ -116,19 +116,24 @@ def _explore_family(args: tuple) -> list[tuple[str, Exploration]]:
 def split_family(vnames: Sequence[str], jobs: int) -> list[list[str]]:
     """The variants in at most `jobs` groups, each explored as a family in its own process.
     Variants equal in every knob a checkpoint step reads share every state up to the
-    restart, so they stay together; a group's cost is mostly its checkpoint classes (each
-    has its own checkpoint states), so groups are balanced on them, largest first."""
+    restart, so they stay together; classes differing in fewer knobs share more states (a
+    step whose knobs differ often gives the same result), so the closest classes are merged
+    first (average linkage on the number of differing knobs) until `jobs` groups remain."""
     classes: dict[tuple, list[str]] = {}
     for v in vnames:
         classes.setdefault(checkpoint_knobs(VARIANTS[v]), []).append(v)
-    groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(classes))))]
-    load = [0.0] * len(groups)
-    for members in sorted(classes.values(), key=lambda c: -len(c)):
-        i = load.index(min(load))
-        groups[i] += members
-        load[i] += 1 + 0.1 * (len(members) - 1)
+    groups = [[k] for k in classes]
+
+    def distance(a: list[tuple], b: list[tuple]) -> float:
+        return sum(sum(x != y for x, y in zip(p, q, strict=True)) for p in a for q in b) / (
+            len(a) * len(b))
+
+    while len(groups) > max(1, jobs):
+        _, i, j = min((distance(a, b), i, j) for i, a in enumerate(groups)
+                      for j, b in enumerate(groups) if i < j)
+        groups[i] += groups.pop(j)
     order = {v: i for i, v in enumerate(vnames)}
-    return [sorted(g, key=order.__getitem__) for g in groups if g]
+    return [sorted((v for k in g for v in classes[k]), key=order.__getitem__) for g in groups]
 
 
 def check(

@@ -243,6 +243,8 @@ def test_split_keeps_checkpoint_classes_together() -> None:
         - step_reads("restart"))]
     assert len(restart_only) >= 8
     assert any(set(restart_only) | {"fixed"} <= set(g) for g in groups)
+    # mut-no-visited differs from linuxcr in one checkpoint knob: they share most states
+    assert any({"linuxcr", "mut-no-visited"} <= set(g) for g in groups)
 
 
 # --- the command: family by default, --per-variant, a killed family run resumed ---------------
