@@ -28,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from model.actions import ACTIONS
 from model.checkpoint import kernel_count
 from model.config import PRESETS
 from model.env import apply
@@ -105,34 +106,34 @@ def narrate(before: World, action: tuple | None, after: World,
 
 def _narrate_call(before: World, action: tuple) -> str:
     """A system call by a task, with what it returned (re-run on the state before)."""
-    name, t, *args = action
+    name, t = action[0], action[1]
+    a = ACTIONS[name].args(action)  # the arguments by their declared names
     who = _who(before, t)
     out, _ = apply(before, action)
     val = out[1] if out[0] == "ok" else None
     if name in ("fork", "clone_files"):
-        where = "into the container" if args[0] else "outside the container"
+        where = "into the container" if a["ch_in"] else "outside the container"
         if name == "fork":
             return f"{who} forks a child {where} (task {val}) with a copy of its fd table"
         return (f"{who} clones a child {where} (task {val}) that shares its fd table "
                 "(CLONE_FILES)")
     if name == "open":
-        path, acc, flags, cloexec = args
-        fl = flags_str(acc | flags) + ("|O_CLOEXEC" if cloexec else "")
-        return f"{who} opens f{path} with {fl} and gets fd {val}"
+        fl = flags_str(a["acc"] | a["oflags"]) + ("|O_CLOEXEC" if a["cl"] else "")
+        return f"{who} opens f{a['path']} with {fl} and gets fd {val}"
     if name == "reopen":
-        target, fd, acc = args
+        target, fd, acc = a["t2"], a["fd2"], a["acc"]
         src = before.files[slot_file(before.tables[before.tasks[target].table][fd])]
         return (f"{who} opens /proc/<task {target}>/fd/{fd} with {flags_str(acc)}: a new open "
                 f"file on the same {KIND_NAMES[src.kind]} object, fd {val}")
     simple: dict[str, Callable[[], str]] = {
-        "close": lambda: f"closes fd {args[0]}",
-        "dup": lambda: f"dups fd {args[0]} to fd {val} (the same open file)",
-        "dup2": lambda: f"dup2s fd {args[0]} onto fd {args[1]}",
-        "setfl": lambda: f"sets the status flags of fd {args[0]} to {flags_str(args[1])} "
+        "close": lambda: f"closes fd {a['fd']}",
+        "dup": lambda: f"dups fd {a['fd']} to fd {val} (the same open file)",
+        "dup2": lambda: f"dup2s fd {a['fd']} onto fd {a['fd2']}",
+        "setfl": lambda: f"sets the status flags of fd {a['fd']} to {flags_str(a['arg'])} "
         "with F_SETFL",
-        "setfd": lambda: f"{'sets' if args[1] else 'clears'} FD_CLOEXEC on fd {args[0]}",
-        "setown": lambda: f"makes itself the owner of fd {args[0]} (F_SETOWN)",
-        "lseek": lambda: f"seeks fd {args[0]} to offset {args[1]}",
+        "setfd": lambda: f"{'sets' if a['cl'] else 'clears'} FD_CLOEXEC on fd {a['fd']}",
+        "setown": lambda: f"makes itself the owner of fd {a['fd']} (F_SETOWN)",
+        "lseek": lambda: f"seeks fd {a['fd']} to offset {a['pos']}",
         "exec": lambda: "calls execve: its close-on-exec descriptors are closed",
         "exit": lambda: "exits",
         "pipe": lambda: f"calls pipe(): read end fd {val[0]}, write end fd {val[1]}",
@@ -140,12 +141,12 @@ def _narrate_call(before: World, action: tuple) -> str:
         "socketpair": lambda: f"calls socketpair(): fds {val[0]} and {val[1]}",
         "epoll_create": lambda: f"calls epoll_create(): fd {val}",
         "timerfd": lambda: f"creates a timerfd (its f_op has no ->checkpoint): fd {val}",
-        "epoll_add": lambda: f"adds fd {args[1]} to the epoll at fd {args[0]} (epoll_ctl ADD)",
-        "epoll_del": lambda: f"removes fd {args[1]} from the epoll at fd {args[0]} "
+        "epoll_add": lambda: f"adds fd {a['fd2']} to the epoll at fd {a['fd']} (epoll_ctl ADD)",
+        "epoll_del": lambda: f"removes fd {a['fd2']} from the epoll at fd {a['fd']} "
         "(epoll_ctl DEL)",
-        "sendmsg": lambda: f"sends fd {args[1]} over the socket at fd {args[0]} (SCM_RIGHTS): "
+        "sendmsg": lambda: f"sends fd {a['fd2']} over the socket at fd {a['fd']} (SCM_RIGHTS): "
         "the file is in flight",
-        "recvmsg": lambda: f"receives the in-flight file on the socket at fd {args[0]}",
+        "recvmsg": lambda: f"receives the in-flight file on the socket at fd {a['fd']}",
     }
     if name in simple:
         return f"{who} {simple[name]()}"

@@ -11,23 +11,13 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.actions import ACTIONS
 from model.flags import ACC_NAMES, FLAG_NAMES, O_APPEND, O_NONBLOCK, O_RDONLY, O_RDWR, flags_str
 
 KINDS = ("reg", "pipe", "pty", "epoll", "unix", "timerfd")
-# Environment actions; those of a file kind are enabled with the kind.
-ENV_ACTIONS = (
-    "open", "close", "dup", "dup2", "setfl", "setfd", "setown", "lseek", "fork", "clone_files",
-    "exec", "exit", "reopen", "pipe", "openpty", "epoll_create", "epoll_add", "epoll_del",
-    "socketpair", "sendmsg", "recvmsg", "timerfd",
-)
-KIND_ACTIONS = {
-    "reg": ("open", "lseek"),
-    "pipe": ("pipe",),
-    "pty": ("openpty",),
-    "epoll": ("epoll_create", "epoll_add", "epoll_del"),
-    "unix": ("socketpair", "sendmsg", "recvmsg"),
-    "timerfd": ("timerfd",),
-}
+# Environment actions (declared in model.actions); those of a file kind come with the kind.
+ENV_ACTIONS = tuple(ACTIONS)
+KIND_ACTIONS = {k: tuple(a.name for a in ACTIONS.values() if a.kind == k) for k in KINDS}
 
 
 RACE_PHASES = ("collected", "checked", "written")
@@ -58,12 +48,7 @@ class Config:
     doc: str = field(default="", compare=False)
 
     def enabled_actions(self) -> frozenset[str]:
-        kind_owned = {a for acts in KIND_ACTIONS.values() for a in acts} - {"open", "lseek"}
-        on = set(ENV_ACTIONS) - kind_owned
-        for k in self.kinds:
-            on |= set(KIND_ACTIONS[k])
-        if "reg" not in self.kinds:
-            on -= {"open", "lseek"}
+        on = {a.name for a in ACTIONS.values() if a.kind is None or a.kind in self.kinds}
         return frozenset(on - set(self.disabled))
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,8 +11,9 @@ fs/eventpoll.c and net/unix as checked against the live kernel (tests/test_confo
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
+from model.actions import ACTIONS, Action
 from model.config import Config
 from model.flags import (
     FMODE_LSEEK,
@@ -471,88 +472,140 @@ def apply(w: World, action: tuple) -> tuple[Outcome, World]:
     return SYSCALLS[name](w, t, *args)
 
 
+class _Offer:
+    """What the enumeration reads of one task in one state (and, per descriptor, of its
+    file): computed once per task, shared by every action."""
+
+    __slots__ = ("w", "cfg", "t", "task", "table", "fds", "nfree", "files", "fd", "s", "f",
+                 "inside", "outside")
+
+    def __init__(self, w: World, cfg: Config, t: int) -> None:
+        self.w, self.cfg, self.t = w, cfg, t
+        self.task = w.tasks[t]
+        self.table = w.tables[self.task.table]
+        self.fds = [fd for fd, s in enumerate(self.table) if s != EMPTY]
+        self.nfree = len(self.table) - len(self.fds)
+        self.files = w.files
+        self.inside = sum(1 for x in w.tasks if x.inside)
+        self.outside = len(w.tasks) - self.inside
+
+    def at(self, fd: int) -> None:
+        self.fd, self.s = fd, self.table[fd]
+        self.f = self.files[slot_file(self.s)]
+
+    def values(self, domain: str, args: tuple) -> Sequence[int]:
+        """The values of a parameter's domain here (`args`: the arguments chosen before it)."""
+        cfg = self.cfg
+        if domain == "fd":
+            return self.fds
+        if domain == "fd_number":
+            return range(len(self.table))
+        if domain == "task":
+            return range(len(self.w.tasks))
+        if domain == "target_fd":  # args: (t2,)
+            return [fd for fd, s in enumerate(self.w.tables[self.w.tasks[args[0]].table])
+                    if s != EMPTY]
+        if domain == "watched_fd":  # the epoll's items whose descriptor still refers to
+            table = self.table  # the item's file, in item order
+            return [fd2 for tf, fd2 in self.f.epitems if fd2 < len(table)
+                    and table[fd2] != EMPTY and slot_file(table[fd2]) == tf]
+        if domain == "open_cloexec":
+            return (0, 1) if cfg.open_cloexec else (0,)
+        if domain == "bit":
+            return (0, 1)
+        if domain in ("paths", "offsets"):
+            return range(getattr(cfg, domain))
+        return getattr(cfg, domain)
+
+
+# When an action may change the state (a call that can only fail is no step): a test on the
+# acting task (and for a per-descriptor action on the descriptor's file) and, where values of
+# its domains cannot be steps, a test on the arguments.
+_WHEN: dict[str, Callable[[_Offer], bool]] = {
+    "open": lambda o: o.nfree > 0,
+    "dup": lambda o: o.nfree > 0,
+    "setown": lambda o: not o.f.owner,
+    "lseek": lambda o: bool(o.f.f_mode & FMODE_LSEEK),
+    "epoll_add": lambda o: o.f.kind == EPOLL,
+    "epoll_del": lambda o: o.f.kind == EPOLL,
+    "sendmsg": lambda o: o.f.kind == UNIX,
+    "recvmsg": lambda o: o.f.kind == UNIX and bool(o.f.rcvq or o.f.sk_err),
+    "reopen": lambda o: o.nfree > 0,
+    "pipe": lambda o: o.nfree >= 2,
+    "openpty": lambda o: o.nfree >= 2,
+    "socketpair": lambda o: o.nfree >= 2,
+    "epoll_create": lambda o: o.nfree > 0,
+    "timerfd": lambda o: o.nfree > 0,
+}
+
+
+def _room(o: _Offer, ch_in: int) -> bool:
+    """A child inside needs room inside; outside, room outside, and an outside parent
+    (inside tasks make inside children)."""
+    if ch_in:
+        return o.inside < o.cfg.inside_tasks
+    return not o.task.inside and o.outside < o.cfg.outside_tasks
+
+
+_KEEP: dict[str, Callable[[_Offer, tuple], bool]] = {
+    "dup2": lambda o, a: a[1] != a[0],
+    "setfd": lambda o, a: a[1] != slot_cloexec(o.s),
+    "lseek": lambda o, a: a[1] != o.f.f_pos,
+    "epoll_add": lambda o, a: a[1] != a[0]
+    and o.files[slot_file(o.table[a[1]])].kind in CAN_POLL,
+    "reopen": lambda o, a: o.files[_fd_file(o.w, a[0], a[1])].kind in REOPENABLE,
+    "fork": lambda o, a: _room(o, a[0]),
+    "clone_files": lambda o, a: _room(o, a[0]),
+}
+
+
+def _choices(o: _Offer, domains: tuple[str, ...], args: tuple) -> Iterator[tuple]:
+    if len(args) == len(domains):
+        yield args
+        return
+    for x in o.values(domains[len(args)], args):
+        yield from _choices(o, domains, args + (x,))
+
+
+def _offers(o: _Offer, a: Action, first: tuple) -> Iterator[tuple]:
+    when = _WHEN.get(a.name)
+    if when is not None and not when(o):
+        return
+    keep = _KEEP.get(a.name)
+    for args in _choices(o, _DOMAINS[a.name], first):
+        if keep is None or keep(o, args):
+            yield (a.name, o.t, *args)
+
+
+# The declarations in enumeration order, consecutive per-descriptor actions grouped: those
+# are offered descriptor by descriptor.
+_DOMAINS = {a.name: tuple(p.domain for p in a.params) for a in ACTIONS.values()}
+_GROUPS: list[tuple[bool, tuple[Action, ...]]] = []
+for _a in ACTIONS.values():
+    if _GROUPS and _GROUPS[-1][0] == _a.per_fd:
+        _GROUPS[-1] = (_a.per_fd, _GROUPS[-1][1] + (_a,))
+    else:
+        _GROUPS.append((_a.per_fd, (_a,)))
+
+
 def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[tuple]:
     """The actions task `t` can take that may change the state (calls that can only fail
-    are left out: they are not steps). `on` is the set of enabled action names."""
-    task = w.tasks[t]
-    table = w.tables[task.table]
-    fds = [fd for fd, s in enumerate(table) if s != EMPTY]
-    nfree = len(table) - len(fds)
-    files = w.files
-    if "open" in on and nfree:
-        for path in range(cfg.paths):
-            for acc in cfg.access_modes:
-                for flags in cfg.open_flags:
-                    yield ("open", t, path, acc, flags, 0)
-                    if cfg.open_cloexec:
-                        yield ("open", t, path, acc, flags, 1)
-    for fd in fds:
-        s = table[fd]
-        f = files[slot_file(s)]
-        if "close" in on:
-            yield ("close", t, fd)
-        if "dup" in on and nfree:
-            yield ("dup", t, fd)
-        if "dup2" in on:
-            for nfd in range(len(table)):
-                if nfd != fd:
-                    yield ("dup2", t, fd, nfd)
-        if "setfl" in on:
-            for fl in cfg.setfl_flags:
-                yield ("setfl", t, fd, fl)
-        if "setfd" in on:
-            yield ("setfd", t, fd, 1 - slot_cloexec(s))
-        if "setown" in on and not f.owner:
-            yield ("setown", t, fd)
-        if "lseek" in on and f.f_mode & FMODE_LSEEK:
-            for pos in range(cfg.offsets):
-                if pos != f.f_pos:
-                    yield ("lseek", t, fd, pos)
-        if f.kind == EPOLL:
-            if "epoll_add" in on:
-                for fd2 in fds:
-                    if fd2 != fd and files[slot_file(table[fd2])].kind in CAN_POLL:
-                        yield ("epoll_add", t, fd, fd2)
-            if "epoll_del" in on:
-                for tf, fd2 in f.epitems:
-                    if fd2 < len(table) and table[fd2] != EMPTY and slot_file(table[fd2]) == tf:
-                        yield ("epoll_del", t, fd, fd2)
-        if f.kind == UNIX:
-            if "sendmsg" in on:
-                for fd2 in fds:
-                    yield ("sendmsg", t, fd, fd2)
-            if "recvmsg" in on and (f.rcvq or f.sk_err):
-                yield ("recvmsg", t, fd)
-    if "reopen" in on and nfree:
-        for t2, other in enumerate(w.tasks):
-            for fd2, s2 in enumerate(w.tables[other.table]):
-                if s2 != EMPTY and files[slot_file(s2)].kind in REOPENABLE:
-                    for acc in cfg.access_modes:
-                        yield ("reopen", t, t2, fd2, acc)
-    if nfree >= 2:
-        for name in ("pipe", "openpty", "socketpair"):
-            if name in on:
-                yield (name, t)
-    if nfree:
-        for name in ("epoll_create", "timerfd"):
-            if name in on:
-                yield (name, t)
-    inside = sum(1 for x in w.tasks if x.inside)
-    outside = len(w.tasks) - inside
-    for name in ("fork", "clone_files"):
-        if name in on:
-            if task.inside:
-                if inside < cfg.inside_tasks:
-                    yield (name, t, 1)
-            else:
-                if outside < cfg.outside_tasks:
-                    yield (name, t, 0)
-                if inside < cfg.inside_tasks:
-                    yield (name, t, 1)
-    if "exec" in on:
-        yield ("exec", t)
-    if "exit" in on:
-        yield ("exit", t)
+    are left out: they are not steps), in the order of their declarations
+    (`model.actions.ACTIONS`), descriptor by descriptor for the per-descriptor ones. `on` is
+    the set of enabled action names."""
+    o = _Offer(w, cfg, t)
+    for per_fd, group in _GROUPS:
+        acts = [a for a in group if a.name in on]
+        if not acts:
+            continue
+        if not per_fd:
+            for a in acts:
+                yield from _offers(o, a, ())
+            continue
+        for fd in o.fds:
+            o.at(fd)
+            for a in acts:
+                yield from _offers(o, a, (fd,))
 
 
 def initial_world(max_fds: int) -> World:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from model import checkpoint
+from model.actions import ACTIONS
 from model.config import Config
 from model.env import apply, env_actions, initial_world
 from model.flags import flags_str, fmode_str
@@ -259,24 +260,7 @@ def format_action(a: tuple) -> str:
         return "restart from the image"
     if name == "tamper":
         return f"tamper with the image: {TAMPERS[a[1]]}"
-    t, args = a[1], list(a[2:])
-    if name == "open":
-        path, acc, flags, cloexec = args
-        fl = flags_str(acc | flags) + ("|O_CLOEXEC" if cloexec else "")
-        return f"task {t}: open(f{path}, {fl})"
-    if name == "setfl":
-        return f"task {t}: fcntl({args[0]}, F_SETFL, {flags_str(args[1])})"
-    if name == "setfd":
-        return f"task {t}: fcntl({args[0]}, F_SETFD, {'FD_CLOEXEC' if args[1] else 0})"
-    if name == "setown":
-        return f"task {t}: fcntl({args[0]}, F_SETOWN, getpid())"
-    if name in ("fork", "clone_files"):
-        where = "into the container" if args[0] else "outside"
-        call = "fork()" if name == "fork" else "clone(CLONE_FILES)"
-        return f"task {t}: {call}, child {where}"
-    if name == "reopen":
-        return f"task {t}: open(/proc/<task {args[0]}>/fd/{args[1]}, {flags_str(args[2])})"
-    return f"task {t}: {name}({', '.join(map(str, args))})"
+    return ACTIONS[name].format(a)
 
 
 def _file_text(f) -> str:

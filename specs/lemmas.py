@@ -26,7 +26,6 @@ from typing import Any
 
 import z3
 
-import model.symbolic as sym
 from model.config import Config
 from model.state import (
     CHECKED,
@@ -41,6 +40,8 @@ from model.state import (
     WRITTEN,
 )
 from model.symbolic import CrSymModel, Sizes, symbolic_model
+from model.symbolic.state import KNOWN_FLAGS, PIPES
+from model.symbolic.terms import FW, all_, any_, bv, in_, is_, num, sel
 from model.variants import Variant
 from specs.registry import SPECS
 
@@ -88,7 +89,7 @@ def proof_model(cfg_or_sizes: Config | Sizes, variant: Variant, **kw: Any) -> Cr
 
 
 def _phase_in(s: Any, phases: tuple[int, ...]) -> z3.BoolRef:
-    return sym.in_(s["phase"], phases)
+    return in_(s["phase"], phases)
 
 
 # --- leak_detection_sound and the specs that share its argument ------------------------------
@@ -101,7 +102,7 @@ def objhash_empty_before_collect(m: Any, s: Any) -> z3.BoolRef:
     """Before collect (no checkpoint, or just frozen) the objhash holds nothing."""
     hashed = (list(s["h_tab"]) + list(s["h_file"]) + list(s["h_ino"])
               + [h for pair in s["h_tty"] for h in pair])
-    return z3.Implies(_phase_in(s, (0, FROZEN)), z3.Not(sym.any_(hashed)))
+    return z3.Implies(_phase_in(s, (0, FROZEN)), z3.Not(any_(hashed)))
 
 
 @lemma(*_LEAK_SPECS, "leak_detection_complete")
@@ -111,10 +112,10 @@ def one_master_per_pty(m: Any, s: Any) -> z3.BoolRef:
     out = []
     for f in range(m.NF):
         for g in range(f + 1, m.NF):
-            both = z3.And(v.alive_f[f], v.alive_f[g], sym.is_(s["kind"][f], PTMX),
-                          sym.is_(s["kind"][g], PTMX))
+            both = z3.And(v.alive_f[f], v.alive_f[g], is_(s["kind"][f], PTMX),
+                          is_(s["kind"][g], PTMX))
             out.append(z3.Implies(both, s["obj"][f] != s["obj"][g]))
-    return sym.all_(out)
+    return all_(out)
 
 
 @lemma(*_LEAK_SPECS)
@@ -122,15 +123,15 @@ def hashed_tables_are_the_inside_tables(m: Any, s: Any) -> z3.BoolRef:
     """From collect to the write, the hashed fd tables are exactly those inside tasks hold,
     each with users = users_start - 1 + the inside tasks holding it."""
     v = m.view(s)
-    start1 = sym.num(m.v.users_start - 1, m.CW)
+    start1 = num(m.v.users_start - 1, m.CW)
     ok = [z3.And(s["h_tab"][x] == v.ins_table[x],
                  z3.Implies(s["h_tab"][x], s["u_tab"][x] == start1 + v.n_in_holders[x]))
           for x in range(m.NT)]
-    return z3.Implies(_phase_in(s, (COLLECTED, CHECKED)), sym.all_(ok))
+    return z3.Implies(_phase_in(s, (COLLECTED, CHECKED)), all_(ok))
 
 
 def _hashed_on(m: Any, s: Any, o: int, kinds: tuple[int, ...]) -> list[z3.BoolRef]:
-    return [z3.And(s["h_file"][f], sym.in_(s["kind"][f], kinds), sym.is_(s["obj"][f], o))
+    return [z3.And(s["h_file"][f], in_(s["kind"][f], kinds), is_(s["obj"][f], o))
             for f in range(m.NF)]
 
 
@@ -139,24 +140,24 @@ def counts_match_inside_references(m: Any, s: Any) -> z3.BoolRef:
     in the current state: fd slots of inside tables for a file, hashed files on it for a
     pipe inode or a tty side (the conjunct of `collected_counts_consistent`)."""
     v = m.view(s)
-    start1 = sym.num(m.v.users_start - 1, m.CW)
+    start1 = num(m.v.users_start - 1, m.CW)
     out = [z3.Implies(s["h_file"][f], s["u_file"][f] == start1 + v.tin[f])
            for f in range(m.NF)]
-    pipes, ptmx, pts = sym.PIPES, (PTMX,), (PTS,)
+    pipes, ptmx, pts = PIPES, (PTMX,), (PTS,)
     for o in range(m.NF):
         if m.v.pipe_ref_users:
-            out.append(s["h_ino"][o] == sym.any_(_hashed_on(m, s, o, pipes)))
+            out.append(s["h_ino"][o] == any_(_hashed_on(m, s, o, pipes)))
             out.append(z3.Implies(s["h_ino"][o], s["u_ino"][o] == start1 + v.hashed_on(o, pipes)))
         else:
             out.append(z3.Not(s["h_ino"][o]))
-        hm = sym.any_(_hashed_on(m, s, o, ptmx))
-        hs = z3.Or(hm, sym.any_(_hashed_on(m, s, o, pts)))
+        hm = any_(_hashed_on(m, s, o, ptmx))
+        hs = z3.Or(hm, any_(_hashed_on(m, s, o, pts)))
         out.append(s["h_tty"][o][0] == hm)
         out.append(z3.Implies(s["h_tty"][o][0], s["u_tty"][o][0] == start1 + v.hashed_on(o, ptmx)))
         out.append(s["h_tty"][o][1] == hs)
         out.append(z3.Implies(s["h_tty"][o][1], s["u_tty"][o][1]
                               == start1 + v.hashed_on(o, ptmx) + v.hashed_on(o, pts)))
-    return sym.all_(out)
+    return all_(out)
 
 
 @lemma(*_LEAK_SPECS)
@@ -164,8 +165,8 @@ def collected_counts_consistent(m: Any, s: Any) -> z3.BoolRef:
     """Between collect and the contained check, no outside task holds a hashed fd table, and
     every hashed object's users equals users_start - 1 plus its references from inside now."""
     v = m.view(s)
-    shared = sym.any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
-    return z3.Implies(sym.is_(s["phase"], COLLECTED),
+    shared = any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
+    return z3.Implies(is_(s["phase"], COLLECTED),
                       z3.And(z3.Not(shared), counts_match_inside_references(m, s)))
 
 
@@ -181,9 +182,9 @@ def checked_objects_not_shared(m: Any, s: Any) -> z3.BoolRef:
     out += [z3.Not(z3.And(s["h_tty"][o][i], s["g_tty"][o][i]))
             for o in range(m.NF) for i in (0, 1)]
     for f in range(m.NF):
-        pipe = z3.And(s["h_file"][f], sym.in_(s["kind"][f], sym.PIPES))
-        out.append(z3.Implies(pipe, z3.Not(sym.sel(s["obj"][f], s["g_ino"]))))
-    return z3.Implies(sym.is_(s["phase"], CHECKED), sym.all_(out))
+        pipe = z3.And(s["h_file"][f], in_(s["kind"][f], PIPES))
+        out.append(z3.Implies(pipe, z3.Not(sel(s["obj"][f], s["g_ino"]))))
+    return z3.Implies(is_(s["phase"], CHECKED), all_(out))
 
 
 @lemma("leak_detection_sound")
@@ -205,8 +206,8 @@ def checked_counts_consistent(m: Any, s: Any) -> z3.BoolRef:
     """After a passed contained check, no outside task holds a hashed fd table and every
     hashed object's users still equals users_start - 1 plus its references from inside."""
     v = m.view(s)
-    shared = sym.any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
-    return z3.Implies(sym.is_(s["phase"], CHECKED),
+    shared = any_(z3.And(s["h_tab"][x], v.out_table[x]) for x in range(m.NT))
+    return z3.Implies(is_(s["phase"], CHECKED),
                       z3.And(z3.Not(shared), counts_match_inside_references(m, s)))
 
 
@@ -236,15 +237,14 @@ def flags_ok(kind: z3.BitVecRef, flags: z3.BitVecRef) -> z3.BoolRef:
     from model.state import PIPE_R, PIPE_RW, PIPE_W, TIMERFD
 
     acc = flags & 3
-    bv = sym.bv
     return z3.And(
-        (flags & ~bv(sym.KNOWN_FLAGS, sym.FW)) == 0, acc != 3,
-        z3.Implies(sym.is_(kind, PIPE_R), acc == O_RDONLY),
-        z3.Implies(sym.is_(kind, PIPE_W), acc == O_WRONLY),
-        z3.Implies(sym.is_(kind, PIPE_RW), acc == O_RDWR),
-        z3.Implies(sym.in_(kind, (EPOLL, TIMERFD)),
+        (flags & ~bv(KNOWN_FLAGS, FW)) == 0, acc != 3,
+        z3.Implies(is_(kind, PIPE_R), acc == O_RDONLY),
+        z3.Implies(is_(kind, PIPE_W), acc == O_WRONLY),
+        z3.Implies(is_(kind, PIPE_RW), acc == O_RDWR),
+        z3.Implies(in_(kind, (EPOLL, TIMERFD)),
                    z3.And(acc == O_RDWR, (flags & (O_ASYNC | O_DIRECT)) == 0)),
-        z3.Implies(sym.in_(kind, (PTMX, PTS)), (flags & O_DIRECT) == 0),
+        z3.Implies(in_(kind, (PTMX, PTS)), (flags & O_DIRECT) == 0),
     )
 
 
@@ -253,7 +253,7 @@ def flags_wellformed(m: Any, s: Any) -> z3.BoolRef:
     """Every file slot's f_flags are a valid access mode plus known status bits, a pipe
     end's access mode matches its kind, epoll and timerfd files are O_RDWR without O_ASYNC or
     O_DIRECT, and pty files never have O_DIRECT."""
-    return sym.all_(flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF))
+    return all_(flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF))
 
 
 def _written_ghost_means_error(s: Any, ghost: str) -> z3.BoolRef:
@@ -288,7 +288,7 @@ def image_keeps_counts(m: Any, s: Any) -> z3.BoolRef:
 def restart_reports_image(m: Any, s: Any) -> z3.BoolRef:
     """After restart from an untampered image, it failed exactly when the image said it
     would."""
-    return z3.Implies(z3.And(sym.is_(s["phase"], RESTARTED), sym.is_(s["tamper"], 0)),
+    return z3.Implies(z3.And(is_(s["phase"], RESTARTED), is_(s["tamper"], 0)),
                       s["rst_err"] == s["img_err"])
 
 
@@ -308,10 +308,10 @@ _COMPLETE = ("leak_detection_complete",)
 def epoll_items_watch_live_files(m: Any, s: Any) -> z3.BoolRef:
     """Until the checkpoint ends, every item of a live eventpoll watches a live file."""
     v = m.view(s)
-    out = [z3.Implies(z3.And(v.alive_f[e], sym.is_(s["kind"][e], EPOLL), s["ep"][e][f][d]),
+    out = [z3.Implies(z3.And(v.alive_f[e], is_(s["kind"][e], EPOLL), s["ep"][e][f][d]),
                       v.alive_f[f])
            for e in range(m.NF) for f in range(m.NF) for d in range(m.ND)]
-    return z3.Implies(_phase_in(s, _RUNNING), sym.all_(out))
+    return z3.Implies(_phase_in(s, _RUNNING), all_(out))
 
 
 @lemma(*_COMPLETE)
@@ -323,13 +323,13 @@ def clean_container_untouched(m: Any, s: Any) -> z3.BoolRef:
     v = m.view(s)
     held = v.held_in
     out = [z3.Not(z3.And(v.ins_table[x], v.out_table[x])) for x in range(m.NT)]
-    out += [z3.Implies(z3.And(held[e], sym.is_(s["kind"][e], EPOLL), s["ep"][e][f][d]), held[f])
+    out += [z3.Implies(z3.And(held[e], is_(s["kind"][e], EPOLL), s["ep"][e][f][d]), held[f])
             for e in range(m.NF) for f in range(m.NF) for d in range(m.ND)]
-    out += [z3.Implies(held[f], z3.Not(z3.Or(v.out_file[f], sym.is_(s["kind"][f], TIMERFD),
+    out += [z3.Implies(held[f], z3.Not(z3.Or(v.out_file[f], is_(s["kind"][f], TIMERFD),
                                              s["owner"][f])))
             for f in range(m.NF)]
     return z3.Implies(z3.And(_phase_in(s, (FROZEN, COLLECTED, CHECKED, WRITTEN)), s["clean"]),
-                      sym.all_(out))
+                      all_(out))
 
 
 @lemma(*_COMPLETE)
@@ -340,13 +340,13 @@ def clean_objhash_is_the_container(m: Any, s: Any) -> z3.BoolRef:
     variant checks the counts again), and after the write every hashed object is visited."""
     v = m.view(s)
     held = v.held_in
-    start1 = sym.num(m.v.users_start - 1, m.CW)
+    start1 = num(m.v.users_start - 1, m.CW)
     same = [s["h_tab"][x] == v.ins_table[x] for x in range(m.NT)]
     same += [s["h_file"][f] == held[f] for f in range(m.NF)]
     tabs = [z3.Implies(s["h_tab"][x], s["u_tab"][x] == start1 + v.n_in_holders[x])
             for x in range(m.NT)]
-    counts = sym.all_(tabs + [counts_match_inside_references(m, s)])
-    visited = sym.all_([s["v_tab"][x] == s["h_tab"][x] for x in range(m.NT)]
+    counts = all_(tabs + [counts_match_inside_references(m, s)])
+    visited = all_([s["v_tab"][x] == s["h_tab"][x] for x in range(m.NT)]
                        + [s["v_file"][f] == s["h_file"][f] for f in range(m.NF)]
                        + [s["v_ino"][o] == s["h_ino"][o] for o in range(m.NF)]
                        + [s["v_tty"][o][i] == s["h_tty"][o][i]
@@ -355,6 +355,6 @@ def clean_objhash_is_the_container(m: Any, s: Any) -> z3.BoolRef:
     # clean container each is hashed already)
     written = z3.And(visited, counts) if m.v.recheck_after_write else visited
     return z3.Implies(s["clean"], z3.And(
-        z3.Implies(_phase_in(s, (COLLECTED, CHECKED, WRITTEN)), sym.all_(same)),
+        z3.Implies(_phase_in(s, (COLLECTED, CHECKED, WRITTEN)), all_(same)),
         z3.Implies(_phase_in(s, (COLLECTED, CHECKED)), counts),
-        z3.Implies(sym.is_(s["phase"], WRITTEN), written)))
+        z3.Implies(is_(s["phase"], WRITTEN), written)))

@@ -64,6 +64,7 @@ import pprint
 import random
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -71,6 +72,7 @@ from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from crmodel.live import driver
+from model.actions import ACTIONS
 from model.env import CAN_POLL, SYSCALLS, Outcome, apply, initial_world
 from model.flags import (
     O_APPEND,
@@ -315,63 +317,76 @@ def _concretize(w: World, ab: Abstract) -> tuple[Action, bool]:
     return _build(w, kind, t, mode, sub, a, b), final
 
 
+# How a drawn int becomes an argument, by the parameter's domain (`model.actions.DOMAINS`),
+# for the calls whose arguments need nothing more: a descriptor of the task (mostly an open
+# one, see `_fd`), a bit, an offset within and past the 8-byte files.
+PICK: dict[str, Callable[[World, int, int, int, int], int]] = {
+    "fd": lambda w, t, mode, a, b: _fd(w, t, mode, a),
+    "bit": lambda w, t, mode, a, b: b % 2,
+    "offsets": lambda w, t, mode, a, b: b % 12,
+}
+
+
 def _build(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
-    if kind == "open":
-        acc = ACCESS[a % 3]
-        return ("open", t, sub % NPATHS, acc, _bits(b, OPEN_STATUS), (a // 3) % 2)
-    if kind in ("dup", "setown"):
-        return (kind, t, _fd(w, t, mode, a))
-    if kind == "close":
-        masters = _open_fds(w, t, frozenset({PTMX}))
-        if mode == ODD and masters:  # a pty master: leaves its slave hung up (EIO on reopen)
-            return ("close", t, masters[a % len(masters)])
-        return ("close", t, _fd(w, t, mode, a))
-    if kind == "setfd":
-        return ("setfd", t, _fd(w, t, mode, a), b % 2)
-    if kind == "dup2":
-        fd = _fd(w, t, mode, a)
-        how = sub % 4
-        if how == 0:  # onto itself
-            return ("dup2", t, fd, fd)
-        if how == 1:  # onto another open descriptor (closing it)
-            other = _pick([x for x in _open_fds(w, t) if x != fd], b)
-            return ("dup2", t, fd, fd if other is None else other)
-        if how == 2:  # onto a free slot
-            return ("dup2", t, fd, _closed_fd(w, t, b))
-        return ("dup2", t, fd, b % MAX_FDS)
-    if kind == "setfl":
-        # access mode bits, the SETFL_MASK bits, O_ASYNC and one bit F_SETFL must ignore
-        arg = _bits(b, (O_WRONLY, O_RDWR) + OPEN_STATUS) | (
-            IGNORED_BY_SETFL[sub % 8] if b & 0x80 else 0
-        )
-        return ("setfl", t, _fd(w, t, mode, a), arg)
-    if kind == "lseek":
-        return ("lseek", t, _fd(w, t, mode, a), b % 12)  # within and past the 8-byte files
-    if kind in ("fork", "clone_files"):
-        return (kind, t, b % 2)
-    if kind in ("exec", "exit", "pipe", "openpty", "epoll_create", "socketpair", "timerfd"):
-        return (kind, t)
-    if kind == "reopen":
-        return _reopen(w, t, mode, sub, a, b)
-    if kind in ("epoll_add", "epoll_del"):
-        return _epoll_ctl(w, kind, t, mode, sub, a, b)
-    if kind == "sendmsg":
-        return _sendmsg(w, t, mode, sub, a, b)
-    if kind == "recvmsg":
-        socks = _open_fds(w, t, frozenset({UNIX}))
-        full = [fd for fd in socks if _readable(_file(w, t, fd))]
-        if mode == BAD or not socks:
-            return ("recvmsg", t, _fd(w, t, mode, a))
-        if mode == ODD:  # another kind (ENOTSOCK) or an empty queue (EAGAIN / eof)
-            empty = [fd for fd in socks if not _readable(_file(w, t, fd))]
-            if sub % 2 or not empty:
-                return ("recvmsg", t, _fd(w, t, GOOD, a))
-            return ("recvmsg", t, empty[a % len(empty)])
-        return ("recvmsg", t, (full or socks)[a % len(full or socks)])
-    raise AssertionError(f"no generator for {kind!r}")
+    """The call `kind` by task `t` with arguments drawn for its declared parameters
+    (`model.actions.ACTIONS`): by domain, or by the call's own strategy for the calls whose
+    interesting arguments depend on each other or on the state (errors to provoke)."""
+    decl = ACTIONS[kind]
+    special = _SPECIAL.get(kind)
+    if special is not None:
+        action = special(w, kind, t, mode, sub, a, b)
+        decl.args(action)  # the strategy gives what the declaration says
+        return action
+    return decl.make(t, **{p.name: PICK[p.domain](w, t, mode, a, b) for p in decl.params})
 
 
-def _reopen(w: World, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+def _open(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    return ACTIONS["open"].make(t, path=sub % NPATHS, acc=ACCESS[a % 3],
+                                oflags=_bits(b, OPEN_STATUS), cl=(a // 3) % 2)
+
+
+def _close(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    masters = _open_fds(w, t, frozenset({PTMX}))
+    if mode == ODD and masters:  # a pty master: leaves its slave hung up (EIO on reopen)
+        return ("close", t, masters[a % len(masters)])
+    return ("close", t, _fd(w, t, mode, a))
+
+
+def _dup2(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    fd = _fd(w, t, mode, a)
+    how = sub % 4
+    if how == 0:  # onto itself
+        return ("dup2", t, fd, fd)
+    if how == 1:  # onto another open descriptor (closing it)
+        other = _pick([x for x in _open_fds(w, t) if x != fd], b)
+        return ("dup2", t, fd, fd if other is None else other)
+    if how == 2:  # onto a free slot
+        return ("dup2", t, fd, _closed_fd(w, t, b))
+    return ("dup2", t, fd, b % MAX_FDS)
+
+
+def _setfl(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    # access mode bits, the SETFL_MASK bits, O_ASYNC and one bit F_SETFL must ignore
+    arg = _bits(b, (O_WRONLY, O_RDWR) + OPEN_STATUS) | (
+        IGNORED_BY_SETFL[sub % 8] if b & 0x80 else 0
+    )
+    return ("setfl", t, _fd(w, t, mode, a), arg)
+
+
+def _recvmsg(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    socks = _open_fds(w, t, frozenset({UNIX}))
+    full = [fd for fd in socks if _readable(_file(w, t, fd))]
+    if mode == BAD or not socks:
+        return ("recvmsg", t, _fd(w, t, mode, a))
+    if mode == ODD:  # another kind (ENOTSOCK) or an empty queue (EAGAIN / eof)
+        empty = [fd for fd in socks if not _readable(_file(w, t, fd))]
+        if sub % 2 or not empty:
+            return ("recvmsg", t, _fd(w, t, GOOD, a))
+        return ("recvmsg", t, empty[a % len(empty)])
+    return ("recvmsg", t, (full or socks)[a % len(full or socks)])
+
+
+def _reopen(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
     acc = ACCESS[sub % 3]
     n = len(w.tasks)
     holders = [x for x in range(n) if _open_fds(w, x)] or list(range(n))
@@ -389,7 +404,7 @@ def _reopen(w: World, t: int, mode: int, sub: int, a: int, b: int) -> Action:
     return ("reopen", t, target, _fd(w, target, mode, b), acc)
 
 
-def _sendmsg(w: World, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+def _sendmsg(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
     socks = _open_fds(w, t, frozenset({UNIX}))
     if mode == BAD:  # a closed socket or a closed descriptor to pass
         if sub % 2 or not socks:
@@ -448,6 +463,12 @@ def _epoll_ctl(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int)
             return (kind, t, ep, others[b % len(others)])
     cands = (fresh if sub % 4 and fresh else pollable) or _open_fds(w, t)
     return (kind, t, ep, cands[b % len(cands)])
+
+
+_SPECIAL: dict[str, Callable[..., Action]] = {
+    "open": _open, "close": _close, "dup2": _dup2, "setfl": _setfl, "recvmsg": _recvmsg,
+    "reopen": _reopen, "sendmsg": _sendmsg, "epoll_add": _epoll_ctl, "epoll_del": _epoll_ctl,
+}
 
 
 def plan(abstract: list[Abstract]) -> tuple[list[Action], list[tuple[Outcome, World]]]:
@@ -649,7 +670,7 @@ class _SeedPlugin:
 
 
 def test_generator_covers_every_syscall() -> None:
-    assert set(WEIGHTS) == set(SYSCALLS)
+    assert set(WEIGHTS) == set(SYSCALLS) == set(ACTIONS)
 
 
 def test_model_conforms_to_kernel(request: pytest.FixtureRequest) -> None:

@@ -50,12 +50,8 @@ from model.symbolic import (
     COVERED_KINDS,
     RESTORE_GHOSTS,
     SPECS_ENCODED,
-    StepEvaluator,
-    constant_state,
     covered_config,
     decode_values,
-    encode_world,
-    solve_step,
     summary,
     symbolic_model,
 )
@@ -63,6 +59,16 @@ from model.system import CrModel
 from model.variants import VARIANTS
 from specs import SPECS
 from specs.lemmas import proof_model
+
+try:  # tests/ may or may not be a package: pytest puts either the root or tests/ on sys.path
+    from tests.symbolic_harness import StepEvaluator, constant_state, encode_world, solve_step
+except ImportError:
+    from symbolic_harness import (  # type: ignore[no-redef]
+        StepEvaluator,
+        constant_state,
+        encode_world,
+        solve_step,
+    )
 
 SLOW = os.environ.get("CRMODEL_Z3_SLOW") == "1"
 

@@ -151,6 +151,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from model.actions import ACTIONS
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 # Import the worker as a module (its bytecode is cached, unlike a script's): saves ~4 ms/start.
 WORKER_ARGV = [sys.executable, "-I", "-S", "-c",
@@ -202,32 +204,13 @@ class Step(NamedTuple):
 # Action validation
 # --------------------------------------------------------------------------------------------
 
-# name -> positions (after the name) of arguments that are descriptors of the model range
+# name -> (arguments after the name, positions among them of the descriptors of the model
+# range), from the declarations (model.actions)
 _ARITY: dict[str, tuple[int, tuple[int, ...]]] = {
-    "open": (5, ()),
-    "close": (2, (1,)),
-    "dup": (2, (1,)),
-    "dup2": (3, (1, 2)),
-    "setfl": (3, (1,)),
-    "setfd": (3, (1,)),
-    "setown": (2, (1,)),
-    "lseek": (3, (1,)),
-    "fork": (2, ()),
-    "clone_files": (2, ()),
-    "exec": (1, ()),
-    "exit": (1, ()),
-    "pipe": (1, ()),
-    "openpty": (1, ()),
-    "epoll_create": (1, ()),
-    "epoll_add": (3, (1, 2)),
-    "epoll_del": (3, (1, 2)),
-    "socketpair": (1, ()),
-    "sendmsg": (3, (1, 2)),
-    "recvmsg": (2, (1,)),
-    "reopen": (4, (2,)),
-    "timerfd": (1, ()),
-    "_sleep": (2, ()),  # test hook: the worker sleeps (simulates a hung worker)
+    a.name: (1 + len(a.params), tuple(i + 1 for i, p in enumerate(a.params) if p.sort == "fd"))
+    for a in ACTIONS.values()
 }
+_ARITY["_sleep"] = (2, ())  # test hook: the worker sleeps (simulates a hung worker)
 
 
 def _validate_static(action: tuple[Any, ...], npaths: int) -> None:

@@ -1,0 +1,407 @@
+"""The symbolic model (twin of `model.system.CrModel`): one design variant at one size,
+the interface `checker.symbolic` drives."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
+from typing import Any
+
+import z3
+
+from model.actions import ACTIONS, DOMAINS, PARAMS
+from model.config import ENV_ACTIONS, Config
+from model.image import MALFORMED, T_BAD_NFDS, T_FMODE_DOWN
+from model.state import (
+    DONE,
+    FAILED,
+    RESTARTED,
+    World,
+)
+from model.symbolic.checkpoint import Checkpoint
+from model.symbolic.counts import View
+from model.symbolic.decode import decode_values, evtree, summary
+from model.symbolic.env import Env
+from model.symbolic.restart import restart, tamper
+from model.symbolic.state import (
+    CKPT_ACTIONS,
+    COVERED_ACTIONS,
+    COVERED_KINDS,
+    IMG_GHOSTS,
+    NEW_TABLE_ACTIONS,
+    PHASES,
+    RACE_PHASES,
+    RESTORE_GHOSTS,
+    STATUS_FLAGS,
+    VALID_KINDS,
+    Domains,
+    Sizes,
+    State,
+    Transition,
+    covered_config,
+    domains_of,
+)
+from model.symbolic.terms import EW, FW, KW, PW, TRUE, all_, bits, in_, is_, lt, member, subsets
+from model.variants import Variant
+
+
+class CrSymModel:
+    """Symbolic crmodel under one design variant, at one size (see the module docstring)."""
+
+    def __init__(self, sizes: Sizes, variant: Variant, dom: Domains | None = None,
+                 cfg: Config | None = None, counts: str = "bv",
+                 lemmas: Callable[[str], list[Any]] | None = None,
+                 predicates: Mapping[str, Callable[[World], bool]] | None = None) -> None:
+        """`lemmas(name)`: the strengthening lemmas of a property's proof (none if not
+        given); `predicates`: the explicit predicate of each property, by name, with which
+        `concretize` checks a replayed counterexample (both come from `specs`)."""
+        self.sizes, self.v = sizes, variant
+        self._lemmas, self._predicates = lemmas, predicates or {}
+        self.dom = dom or Domains()
+        self.NT, self.ND, self.NF = sizes.tasks, sizes.fds, sizes.files
+        self.NI, self.NO = sizes.inside, sizes.outside
+        self.wT, self.wD, self.wF = bits(self.NT), bits(self.ND), bits(self.NF)
+        self.wP, self.wO = bits(self.dom.paths), bits(self.dom.offsets)
+        # counts (users, refcounts): 8-bit vectors (12 under collect_every, whose sums are
+        # products) keep everything in QF_BV, fastest for BMC; integers make the counting
+        # arguments of the proofs linear arithmetic, which SAT on adders is bad at
+        if counts not in ("bv", "int"):
+            raise ValueError("counts must be 'bv' or 'int'")
+        self.CW = 0 if counts == "int" else 12 if variant.collect_every else 8
+        self.logic = "QF_BV" if self.CW else None  # the solver the engine should use
+        self.name = f"crmodel-z3[{variant.name}]"
+        self._views: dict[int, tuple[State, View]] = {}
+        self._cfg = cfg
+        if self.NT < 1 or self.ND < 1 or self.NF < 1 or self.NO < 1:
+            raise ValueError("sizes: need at least one outside task, one fd and one file")
+        self.open_flags = (self.dom.open_flags if self.dom.open_flags is not None
+                           else subsets(STATUS_FLAGS))
+        self.setfl_flags = (self.dom.setfl_flags if self.dom.setfl_flags is not None
+                            else subsets(STATUS_FLAGS))
+
+    # --- shapes ----------------------------------------------------------------------------
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], str, int]]:
+        """name -> (dims, 'bool' | 'bv', width)."""
+        NT, ND, NF, CW = self.NT, self.ND, self.NF, self.CW
+        sh: dict[str, tuple[tuple[int, ...], str, int]] = {
+            "alive": ((NT,), "bool", 0), "inside": ((NT,), "bool", 0),
+            "frozen": ((NT,), "bool", 0), "table": ((NT,), "bv", self.wT),
+            "used": ((NT, ND), "bool", 0), "sfile": ((NT, ND), "bv", self.wF),
+            "cloexec": ((NT, ND), "bool", 0),
+            "kind": ((NF,), "bv", KW), "path": ((NF,), "bv", self.wP),
+            "obj": ((NF,), "bv", self.wF), "flags": ((NF,), "bv", FW),
+            "pos": ((NF,), "bv", self.wO), "owner": ((NF,), "bool", 0),
+            "ep": ((NF, NF, ND), "bool", 0),
+            "phase": ((), "bv", PW), "error": ((), "bv", EW),
+            "h_tab": ((NT,), "bool", 0), "u_tab": ((NT,), "bv", CW),
+            "v_tab": ((NT,), "bool", 0), "g_tab": ((NT,), "bool", 0),
+            "h_file": ((NF,), "bool", 0), "u_file": ((NF,), "bv", CW),
+            "v_file": ((NF,), "bool", 0), "g_file": ((NF,), "bool", 0),
+            "h_ino": ((NF,), "bool", 0), "u_ino": ((NF,), "bv", CW),
+            "v_ino": ((NF,), "bool", 0), "g_ino": ((NF,), "bool", 0),
+            "h_tty": ((NF, 2), "bool", 0), "u_tty": ((NF, 2), "bv", CW),
+            "v_tty": ((NF, 2), "bool", 0), "g_tty": ((NF, 2), "bool", 0),
+            "leak": ((), "bool", 0), "leak_w": ((), "bool", 0), "leak_pipe": ((), "bool", 0),
+            "img_bad": ((), "bool", 0), "img_err": ((), "bool", 0),
+            "img_timerfd": ((), "bool", 0), "img_share": ((), "bool", 0),
+            "img_count": ((), "bool", 0), "rst_err": ((), "bool", 0),
+            "img_fd": ((), "bool", 0), "img_rdwr": ((), "bool", 0),
+            "tamper": ((), "bv", 4), "clean": ((), "bool", 0),
+        }
+        if self.dom.bounded:
+            sh["steps"] = ((), "bv", 8)
+            sh["ext"] = ((), "bv", 8)
+        return sh
+
+    # --- the engine's interface -------------------------------------------------------------
+
+    def size_text(self) -> str:
+        acts = sorted(self.dom.actions)
+        off = sorted(set(COVERED_ACTIONS) - set(acts))
+        bound = ("" if not self.dom.bounded else
+                 f", at most {self.dom.env_steps} env steps and {self.dom.checkpoint_steps} "
+                 "outside steps during a checkpoint")
+        return (self.sizes.text() + bound
+                + (f"; actions left out: {', '.join(off)}" if off else ""))
+
+    def fresh(self, tag: str) -> State:
+        def make(name: str, dims: tuple[int, ...], kind: str, w: int, idx: tuple) -> Any:
+            if dims:
+                return [make(name, dims[1:], kind, w, idx + (i,)) for i in range(dims[0])]
+            n = f"{tag}.{name}" + "".join(f"[{i}]" for i in idx)
+            if kind == "bool":
+                return z3.Bool(n)
+            return z3.Int(n) if w == 0 else z3.BitVec(n, w)
+
+        return {n: make(n, d, k, w, ()) for n, (d, k, w) in self.shapes().items()}
+
+    def leaves(self, s: State) -> list[z3.ExprRef]:
+        out: list[z3.ExprRef] = []
+
+        def walk(x: Any) -> None:
+            if isinstance(x, list):
+                for y in x:
+                    walk(y)
+            else:
+                out.append(x)
+
+        for n in self.shapes():
+            walk(s[n])
+        return out
+
+    def view(self, s: State) -> View:
+        hit = self._views.get(id(s))
+        if hit is not None and hit[0] is s:
+            return hit[1]
+        v = View(self, s)
+        self._views[id(s)] = (s, v)  # keeps `s` alive, so its id is not reused
+        return v
+
+    def init(self, s: State) -> z3.BoolRef:
+        """model.env.initial_world: one outside task with an empty table; every other slot
+        zero (a dead task, an unused descriptor, a dead file REG O_RDONLY)."""
+        alive0 = s["alive"][0]
+        cs = [alive0]
+        for x in self.leaves(s):
+            if x.eq(alive0):
+                continue
+            cs.append(z3.Not(x) if z3.is_bool(x) else x == 0)
+        return z3.And(cs)
+
+    def domain(self, s: State) -> z3.BoolRef:
+        """Any state of this size: indexes in range, valid kinds and phases, at most NI
+        inside and NO outside tasks alive (dead slots and unused descriptors unconstrained)."""
+        cs = [lt(x, self.NT) for x in s["table"]]
+        cs += [lt(f, self.NF) for row in s["sfile"] for f in row]
+        for f in range(self.NF):
+            cs += [in_(s["kind"][f], VALID_KINDS), lt(s["obj"][f], self.NF),
+                   lt(s["path"][f], self.dom.paths), lt(s["pos"][f], self.dom.offsets)]
+        cs.append(in_(s["phase"], PHASES))
+        v = self.view(s)
+        cs.append(z3.ULE(v.n_inside, self.NI))
+        cs.append(z3.ULE(v.n_outside, self.NO))
+        if self.dom.bounded:
+            cs.append(z3.ULE(s["steps"], self.dom.env_steps))
+            cs.append(z3.ULE(s["ext"], self.dom.checkpoint_steps))
+        return all_(cs)
+
+    def property(self, name: str) -> Callable[[State], z3.BoolRef] | None:
+        def succeeded(s: State) -> z3.BoolRef:
+            return in_(s["phase"], (DONE, RESTARTED))
+
+        if name == "leak_detection_sound":
+            return lambda s: z3.Not(z3.And(succeeded(s), s["leak"]))
+        if name == "leak_detection_sound_at_write":
+            return lambda s: z3.Not(z3.And(succeeded(s), s["leak_w"]))
+        if name == "pipe_peers_contained":
+            return lambda s: z3.Not(z3.And(succeeded(s), s["leak_pipe"]))
+        if name == "leak_detection_complete":
+            return lambda s: z3.Not(z3.And(is_(s["phase"], FAILED), s["clean"]))
+        if name == "uncheckpointable_refused":
+            return lambda s: z3.Not(z3.And(succeeded(s), s["img_timerfd"]))
+        def restarted(s: State) -> z3.BoolRef:
+            return is_(s["phase"], RESTARTED)
+
+        if name == "restore_never_escalates":  # only a tampered f_mode can ask for less
+            esc = z3.BoolVal(not self.v.fmode_check)
+            return lambda s: z3.Not(z3.And(restarted(s), z3.Not(s["rst_err"]),
+                                           is_(s["tamper"], T_FMODE_DOWN), esc))
+        if name == "hostile_images_rejected":
+            # with partial_restore a failed restart leaves the tasks built before the error:
+            # every malformed record but the first table's nfds comes after the first task
+            partial = z3.BoolVal(self.v.partial_restore)
+            return lambda s: z3.Not(z3.And(
+                restarted(s), in_(s["tamper"], sorted(MALFORMED)),
+                z3.Or(z3.Not(s["rst_err"]), z3.And(partial, z3.Not(is_(s["tamper"],
+                                                                          T_BAD_NFDS))))))
+        g = next((g for g, spec in RESTORE_GHOSTS.items() if spec == name), None)
+        if g is not None:  # on an untampered image (tampered ones: the two specs above)
+            return lambda s: z3.Not(z3.And(restarted(s), z3.Not(s["rst_err"]),
+                                           is_(s["tamper"], 0), s[g]))
+        return None
+
+    def lemmas(self, name: str) -> list[Any]:
+        return self._lemmas(name) if self._lemmas is not None else []
+
+    # --- transitions -----------------------------------------------------------------------
+
+    def transitions(self, s: State, tag: str) -> list[Transition]:
+        """Every transition family from `s`, parameters shared between families."""
+        p = self._params(tag)
+        fams: list[Transition] = []
+        env = Env(self, s, p)
+        for name in COVERED_ACTIONS:
+            if name in self.dom.actions:
+                fams.append(getattr(env, name)())
+        ck = Checkpoint(self, s)
+        fams += [ck.freeze()]
+        if self.v.full_container:
+            fams += [ck.collect(), ck.contained()]
+        fams += [ck.write(), ck.visited(), tamper(self, s, p["k"]), restart(self, s)]
+        return fams
+
+    def transition(self, s: State, tag: str, name: str, case: Any = None) -> Transition:
+        """One transition family (what `transitions` would list under `name`), restricted
+        to proof case `case` (from `cases`) if given."""
+        if name in COVERED_ACTIONS:
+            table, phase, new = (tuple(case) + (None,))[:3] if case is not None else (
+                None, None, None)
+            return getattr(Env(self, s, self._params(tag), table, phase, new), name)()
+        if name == "tamper":
+            return tamper(self, s, self._params(tag)["k"])
+        if name == "restart":
+            return restart(self, s)
+        return getattr(Checkpoint(self, s), name)()
+
+    def cases(self, name: str) -> list[Any]:
+        """Proof cases of a family, covering all its transitions: an environment action by
+        a task holding table x, in phase p (before a checkpoint or between its phases).
+        Building each with x and p constant keeps the terms of the other tables as they are,
+        which is what lets z3 see that counts over them do not change."""
+        if name not in COVERED_ACTIONS:
+            return [None]
+        cases = [(x, p) for p in (0,) + self.dom.race_phases for x in range(self.NT)]
+        if name in NEW_TABLE_ACTIONS:  # and the slot the new table takes, likewise
+            return [(x, p, y) for x, p in cases for y in range(self.NT)]
+        return cases
+
+    def family_names(self) -> list[str]:
+        names = [a for a in COVERED_ACTIONS if a in self.dom.actions] + ["freeze"]
+        if self.v.full_container:
+            names += ["collect", "contained"]
+        return names + ["write", "visited", "tamper", "restart"]
+
+    def _params(self, tag: str) -> dict[str, z3.ExprRef]:
+        """A z3 constant per parameter name of the declared actions (`model.actions`), of the
+        width its sort needs, plus the acting task `t` and the tampering `k`."""
+        width = {"task": self.wT, "fd": self.wD, "path": self.wP, "acc": 2, "flags": FW,
+                 "offset": self.wO}
+        out = {"t": z3.BitVec(f"{tag}.t", self.wT)}
+        for name, sort in PARAMS.items():
+            out[name] = (z3.Bool(f"{tag}.{name}") if sort == "bool"
+                         else z3.BitVec(f"{tag}.{name}", width[sort]))
+        out["k"] = z3.BitVec(f"{tag}.k", 4)
+        return out
+
+    def in_domain(self, domain: str, x: z3.ExprRef) -> z3.BoolRef:
+        """The symbolic twin of a parameter domain (`model.actions.DOMAINS`): `x` is one of
+        its values at this model's size and domains."""
+        sort = DOMAINS[domain].sort
+        if sort == "fd":
+            return lt(x, self.ND)
+        if sort == "task":
+            return lt(x, self.NT)
+        if domain in ("paths", "offsets"):
+            return lt(x, getattr(self.dom, domain))
+        if domain == "access_modes":
+            return in_(x, self.dom.access_modes)
+        if domain in ("open_flags", "setfl_flags"):
+            return member(x, getattr(self, domain))
+        if domain == "open_cloexec":
+            return TRUE if self.dom.open_cloexec else z3.Not(x)
+        return TRUE  # bit
+
+    # --- decoding --------------------------------------------------------------------------
+
+    def decode_action(self, ev: Callable[[z3.ExprRef], Any], step: Transition) -> tuple:
+        """The explicit action tuple of a transition, its arguments as `model.actions`
+        declares them."""
+        n, p = step.name, step.params
+        if n == "tamper":
+            return (n, ev(p["k"]))
+        if n in CKPT_ACTIONS:
+            return (n,)
+        return (n, ev(p["t"]), *(int(ev(p[x.name])) if x.sort == "bool" else ev(p[x.name])
+                                 for x in ACTIONS[n].params))
+
+    def decode_state(self, ev: Callable[[z3.ExprRef], Any], s: State) -> World:
+        """The explicit World a symbolic state stands for (normalized: dead slots dropped).
+        Symbolic-only ghosts appear as: `leak_check` non-empty iff `leak` (with objref 0)."""
+        return decode_values(self, {n: evtree(ev, s[n]) for n in self.shapes()})
+
+    def describe_extra(self, ev: Callable[[z3.ExprRef], Any], s: State) -> dict[str, str]:
+        vals = {n: evtree(ev, s[n]) for n in ("leak", "leak_w", "leak_pipe", *IMG_GHOSTS,
+                                                 "rst_err", "clean")}
+        return {k: str(int(v)) for k, v in vals.items()}
+
+    # --- concrete side ---------------------------------------------------------------------
+
+    @cached_property
+    def concrete_config(self) -> Config:
+        """The explicit config whose transition system this symbolic model is."""
+        if self._cfg is not None:
+            return self._cfg
+        d = self.dom
+        return Config(
+            name=f"sym-{self.NI}-{self.NO}-{self.ND}-{self.NF}", inside_tasks=self.NI,
+            outside_tasks=self.NO, max_fds=self.ND, paths=d.paths,
+            access_modes=d.access_modes, open_flags=self.open_flags,
+            open_cloexec=d.open_cloexec, setfl_flags=self.setfl_flags, offsets=d.offsets,
+            kinds=COVERED_KINDS, disabled=tuple(a for a in ENV_ACTIONS if a not in d.actions),
+            env_steps=d.env_steps if d.env_steps is not None else 10**6,
+            checkpoint_steps=d.checkpoint_steps if d.checkpoint_steps is not None else 10**6,
+            outside_acts_after=tuple(n for n, p in RACE_PHASES.items() if p in d.race_phases),
+        )
+
+    @cached_property
+    def concrete_model(self) -> Any:
+        from model.system import CrModel
+
+        return CrModel(self.concrete_config, self.v)
+
+    def concretize(self, states: list[World], actions: list[tuple], prop: str = ""
+                   ) -> tuple[list[tuple[Any, World]], str]:
+        """Replay the decoded actions on the explicit model, so the trace is a genuine run
+        of `CrModel`: every state must agree with the decoded symbolic one (`summary`), and
+        the last must violate `prop` (the spec's own predicate). Returns the (action, state)
+        pairs and a problem text ('' when all agree)."""
+        cm = self.concrete_model
+        steps_on = self.dom.bounded
+        w = cm.init_states()[0]
+        out: list[tuple[Any, World]] = [(None, w)]
+        if summary(w, steps_on) != summary(states[0], steps_on):
+            return out, "initial states differ"
+        for i, a in enumerate(actions):
+            nxt = [w2 for a2, w2 in cm.successors(w) if a2 == a]
+            if not nxt:
+                return out, f"step {i + 1}: {a} is not a transition of the explicit model"
+            w = nxt[0]
+            out.append((a, w))
+            if summary(w, steps_on) != summary(states[i + 1], steps_on):
+                return out, (f"step {i + 1} ({a}): states differ: explicit "
+                             f"{summary(w, steps_on)} vs symbolic "
+                             f"{summary(states[i + 1], steps_on)}")
+        if prop in self._predicates and self._predicates[prop](w):
+            return out, f"the replayed last state does not violate {prop}"
+        return out, ""
+
+
+def symbolic_model(cfg_or_sizes: Config | Sizes, variant: Variant, *, files: int | None = None,
+                   bounded: bool = True, actions: Iterable[str] | None = None,
+                   domains: Domains | None = None, counts: str | None = None,
+                   lemmas: Callable[[str], list[Any]] | None = None,
+                   predicates: Mapping[str, Callable[[World], bool]] | None = None
+                   ) -> CrSymModel:
+    """The symbolic model for a config (its bounds and domains; `files` open-file slots,
+    default one per descriptor of every task) or for explicit `Sizes` (wide domains: every
+    access mode, every status-flag set for open and F_SETFL, O_CLOEXEC, 2 paths, 4 offsets;
+    no step bounds). `actions` restricts the environment actions (e.g. without exec).
+    `counts`: 'bv' (default for a config: BMC) or 'int' (default for Sizes: proofs).
+    `lemmas`, `predicates`: see `CrSymModel` (`specs.lemmas.proof_model` passes the specs')."""
+    extra = {"lemmas": lemmas, "predicates": predicates}
+    if isinstance(cfg_or_sizes, Config):
+        cfg = cfg_or_sizes
+        nf = files if files is not None else (cfg.inside_tasks + cfg.outside_tasks) * cfg.max_fds
+        sizes = Sizes(cfg.inside_tasks, cfg.outside_tasks, cfg.max_fds, nf)
+        dom = domains or domains_of(cfg, bounded)
+        if actions is not None:
+            dom = dataclasses.replace(dom, actions=frozenset(actions) & dom.actions)
+        return CrSymModel(sizes, variant, dom, cfg=covered_config(cfg) if bounded and
+                          actions is None and domains is None else None,
+                          counts=counts or "bv", **extra)
+    dom = domains or Domains()
+    if actions is not None:
+        dom = dataclasses.replace(dom, actions=frozenset(actions) & frozenset(COVERED_ACTIONS))
+    return CrSymModel(cfg_or_sizes, variant, dom, counts=counts or "int", **extra)
