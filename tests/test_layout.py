@@ -93,11 +93,6 @@ def test_lower_rooms_do_not_import_higher_ones() -> None:
     assert not bad, bad
 
 
-# Modules whose private names no other module of their package may take either (the
-# explicit engine's search is reached through its public `new_search`).
-_CROSS_MODULE_CHECKED = {"checker.explicit"}
-
-
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
@@ -107,9 +102,7 @@ def test_no_private_names_across_packages() -> None:
     for mod in MODULES:
         for target, name, line in _imports(mod):
             taken = name or target.rsplit(".", 1)[-1]
-            other = target.split(".")[0] != mod.split(".")[0] or (
-                name is not None and target in _CROSS_MODULE_CHECKED and target != mod)
-            if _private(taken) and other:
+            if _private(taken) and target.split(".")[0] != mod.split(".")[0]:
                 bad.append(f"{MODULES[mod].relative_to(ROOT)}:{line}: {target} {name or ''}")
     assert not bad, bad
 
