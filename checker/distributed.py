@@ -7,10 +7,11 @@ its type), the same on every machine and Python process; `hash()` is not (it is 
 strings and depends on the build). One BFS level is one round:
 
 1. every worker expands the states of the level it owns and sorts their successors' canonical
-   forms into one batch per owner (its own included), each successor with its *discovery
-   key* ``(parent's global number, transition index)``;
-2. each owner merges the batches addressed to it: a state it has not seen is new, kept with
-   the smallest key it arrived with; it checks the properties on its new states;
+   forms by owner; to each owner it *offers* their fingerprints, each with its *discovery
+   key* ``(parent's global number, transition index)`` (arrays of integers, no states);
+2. each owner *selects* among the offers the states it has not seen, each with the smallest
+   key it was offered with, and asks each sender for those states only, which the senders
+   *ship* (pickled); the owner checks the properties on its new states;
 3. the driver merges the owners' sorted keys: a new state's global number in the next level
    is its rank by key. That is exactly the order in which the single-process search
    (`checker.explicit`) discovers the level, expanding parents in order and each parent's
@@ -24,10 +25,13 @@ replayed on the model like the single-process trace (`checker.trace.replay`).
 What differs from `checker.explicit`: bounds (`max_states`, `max_seconds`) and Ctrl-C are
 honoured at level boundaries only, so a bounded run's figures are those of whole levels
 (`max_states` stops after the level that crosses it); `stop_when_decided` is not offered (the
-search runs to the end, as `crmodel check` asks); no snapshots (`--save`/`--resume` are the
-single-process engine's). A worker lost mid-level stops the run: undecided properties are
-``unknown``, `stopped_by` is ``worker_lost`` and the reason names the worker and the figures of
-the levels completed. Variants are explored one after the other, each with all its workers.
+search runs to the end, as `crmodel check` asks). Snapshots (`save`, `resume`) are taken at
+level boundaries, in the data-only format of `checker.snapshot`, and resume only with the same
+number of workers: states sit in partitions by fingerprint modulo the workers, and parent
+pointers name (worker, position). A worker lost mid-level stops the run: undecided properties
+are ``unknown``, `stopped_by` is ``worker_lost`` and the reason names the worker and the
+figures of the levels completed; the last snapshot, if saving, is kept for `resume`. Variants
+are explored one after the other, each with all its workers.
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ from typing import Any
 from checker.model import ModelHooks, Property, hooks
 from checker.progress import ProgressInfo, as_progress
 from checker.result import Exploration, Result, StopReason
+from checker.snapshot import (
+    SnapshotMismatch,
+    check_header,
+    check_overwritable,
+    model_packages,
+    read_header,
+    read_snapshot,
+    write_snapshot,
+)
 from checker.trace import Trace, replay
 
 __all__ = ["explore_cluster", "stable_fingerprint", "ENGINE", "WorkerLost"]
@@ -132,8 +145,13 @@ class _Partition:
         self.nsucc = array("I")  # successors of each frontier state (transitions)
         self.coverage: Counter = Counter()
         self.pending: list[tuple[int, int, Any, int, int]] = []  # key, fp, state, worker, pos
-        self.own: tuple = ([], [], [], [])  # the batch this worker addressed to itself
+        self.boxes: list[tuple[list, array, array, array]] = []  # this level's successors
+        self.chosen: list[tuple[int, int, int, int, int]] = []  # key, fp, sender, index, pos
+        self.own_states: list[Any] = []
         self.bytes_out = 0
+        # Per owner, the fingerprints this worker ever sent it: a cache (the owner has seen
+        # them), so each state crosses from one worker to another at most once.
+        self.sent: list[set[int]] = [set() for _ in range(workers)]
 
     def start(self, states: list[Any], fps: list[int], inits: list[int],
               globals_: list[int]) -> None:
@@ -144,15 +162,21 @@ class _Partition:
         self.act.append(array("I", [0] * len(states)))
         self.frontier, self.frontier_g = list(states), array("q", globals_)
 
-    def expand(self) -> list[Any]:
-        """Expand the frontier: one pickled batch per owner, then (transitions, bytes)."""
+    def expand(self, probe: bool = False) -> list[Any]:
+        """Expand the frontier. Per owner, an *offer*: the fingerprints, discovery keys and
+        parent positions of the successors it owns (arrays, as bytes; None for this worker
+        itself); the states wait here until their owner asks for them (`ship`). Then the
+        transitions expanded. `probe`: only to learn whether deeper states exist (at
+        max_depth): the coverage is left as it was, as the single-process engine does."""
         h, n, me, seen = self.h, self.workers, self.index, self.seen
         successors, canonical, fpf = h.successors, h.canonical, stable_fingerprint
         boxes: list[tuple[list, array, array, array]] = [
             ([], array("Q"), array("q"), array("I")) for _ in range(n)]
-        sent: list[set[int]] = [set() for _ in range(n)]
+        sent = self.sent
         memo: dict[Any, int] = {}  # canonical state -> fingerprint, within this level
         parts_memo: dict[Any, bytes] = {}  # see stable_fingerprint
+        sent_here: set[int] = set()  # this level's states for this worker itself
+        sent[me] = sent_here
         self.nsucc = array("I")
         cov, transitions, count, first = self.coverage, 0, _count_elements, itemgetter(0)
         for p, s in enumerate(self.frontier):
@@ -160,56 +184,99 @@ class _Partition:
             pairs = list(successors(s))
             self.nsucc.append(len(pairs))
             transitions += len(pairs)
-            count(cov, map(first, pairs))
+            if not probe:
+                count(cov, map(first, pairs))
             for k, (_a, t) in enumerate(pairs):
                 c = canonical(t)
                 f = memo.get(c)
                 if f is None:
                     f = memo[c] = fpf(c, parts_memo)
                 o = f % n
-                # the first time a sender meets a state is its smallest key from this sender
+                # The first time a sender meets a state in a level is its smallest key from
+                # this sender; a state offered in an earlier level is known to its owner.
                 if f in sent[o] or (o == me and f in seen):
                     continue
-                sent[o].add(f)
+                if o != me:
+                    sent[o].add(f)
+                else:
+                    sent_here.add(f)
                 states, fps, keys, pos = boxes[o]
                 states.append(c)
                 fps.append(f)
                 keys.append(key0 | k)
                 pos.append(p)
-        self.frontier = []
-        self.own = boxes[me]  # merged here: never serialised
-        out: list[Any] = [None if i == me else pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL)
-                          for i, b in enumerate(boxes)]
-        sent_bytes = sum(len(b) for b in out if b is not None)
-        self.bytes_out += sent_bytes
-        return [*out, (transitions, sent_bytes)]
+        self.boxes = boxes  # the frontier stays until commit: a snapshot may need it
+        offers: list[Any] = [None if i == me else (b[1].tobytes(), b[2].tobytes(), b[3].tobytes())
+                             for i, b in enumerate(boxes)]
+        self.bytes_out += sum(sum(map(len, o)) for o in offers if o is not None)
+        return [*offers, transitions]
 
-    def merge(self, active: list[int], *batches: bytes | None) -> tuple[bytes, dict[int, int]]:
-        """The batches addressed to this worker, one per sender (None: its own): the new
-        states, by key.
-        Returns their keys (sorted) and, per property violated (or witnessed) among them,
-        the position of the first (`active`: the properties still undecided)."""
+    def select(self, *offers: tuple[bytes, bytes, bytes] | None) -> list[bytes | None]:
+        """At the owner: of the offers, one per sender (None: its own), the states not seen
+        yet, each with its smallest key. Returns, per sender, the offer positions to ship."""
         seen = self.seen
-        best: dict[int, tuple[int, Any, int, int]] = {}
-        for sender, blob in enumerate(batches):
-            states, fps, keys, pos = self.own if blob is None else pickle.loads(blob)
-            for c, f, key, p in zip(states, fps, keys, pos, strict=True):
+        best: dict[int, tuple[int, int, int, int]] = {}  # fp -> key, sender, index, pos
+        for sender, offer in enumerate(offers):
+            if offer is None:
+                _, fps, keys, pos = self.boxes[self.index]
+            else:
+                fps, keys, pos = array("Q"), array("q"), array("I")
+                for a, b in zip((fps, keys, pos), offer, strict=True):
+                    a.frombytes(b)
+            for i, (f, key, p) in enumerate(zip(fps, keys, pos, strict=True)):
                 if f in seen:
                     continue
                 old = best.get(f)
                 if old is None or key < old[0]:
-                    best[f] = (key, c, sender, p)
-        self.pending = sorted(((key, f, c, w, p) for f, (key, c, w, p) in best.items()),
-                              key=lambda e: e[0])
+                    best[f] = (key, sender, i, p)
+        self.chosen = sorted(((key, f, w, i, p) for f, (key, w, i, p) in best.items()),
+                             key=itemgetter(0))
+        asks = [array("I") for _ in offers]
+        for e in self.chosen:
+            asks[e[2]].append(e[3])
+        out: list[bytes | None] = [None if w == self.index else a.tobytes()
+                                   for w, a in enumerate(asks)]
+        self.bytes_out += sum(len(b) for b in out if b is not None)
+        return out
+
+    def ship(self, *asks: bytes | None) -> list[bytes | None]:
+        """At a sender: the states each owner asked for (pickled; None for this worker)."""
+        out: list[bytes | None] = []
+        for owner, ask in enumerate(asks):
+            if ask is None:
+                out.append(None)
+                continue
+            idx = array("I")
+            idx.frombytes(ask)
+            states = self.boxes[owner][0]
+            out.append(pickle.dumps([states[i] for i in idx], protocol=pickle.HIGHEST_PROTOCOL))
+        self.bytes_out += sum(len(b) for b in out if b is not None)
+        self.own_states = self.boxes[self.index][0]
+        self.boxes = []
+        return out
+
+    def merge(self, active: list[int], *shipped: bytes | None) -> tuple[bytes, dict[int, int]]:
+        """At the owner: the states shipped for its choice (`select`) become the pending
+        next level, in key order. Returns their keys and, per property violated (or
+        witnessed) among them, the position of the first (`active`: those undecided)."""
+        me = self.index
+        states = [self.own_states if b is None else pickle.loads(b) for b in shipped]
+        nxt = [0] * len(shipped)
+        pending = []
+        for key, f, w, i, p in self.chosen:
+            c = states[w][i] if w == me else states[w][nxt[w]]
+            nxt[w] += 1
+            pending.append((key, f, c, w, p))
+        self.pending, self.chosen, self.own_states = pending, [], []
         found: dict[int, int] = {}
         for j in active:
             prop = self.props[j]
             inv = prop.kind == "invariant"
-            for i, e in enumerate(self.pending):
+            for i, e in enumerate(pending):
                 if (not prop.predicate(e[2])) is inv:
                     found[j] = i
                     break
-        return array("q", (e[0] for e in self.pending)).tobytes(), found
+        return array("q", (e[0] for e in pending)).tobytes(), found
 
     def transitions_before(self, g: int) -> int:
         """Transitions of the expanded level's parents numbered below `g`."""
@@ -227,14 +294,112 @@ class _Partition:
         g.frombytes(globals_)
         self.frontier_g = g
 
+    def dump(self) -> dict[str, Any]:
+        """This partition at a level boundary, as snapshot data (see `_check_part`)."""
+        return {"seen": array("Q", self.seen), "par_w": self.par_w, "par_p": self.par_p,
+                "act": self.act, "frontier": self.frontier, "frontier_g": self.frontier_g,
+                "coverage": list(self.coverage.items()), "bytes_out": self.bytes_out}
+
+    def restore(self, d: dict[str, Any]) -> None:
+        self.seen = set(d["seen"])
+        self.par_w, self.par_p, self.act = d["par_w"], d["par_p"], d["act"]
+        self.frontier, self.frontier_g = d["frontier"], d["frontier_g"]
+        self.coverage = Counter(dict(d["coverage"]))
+        self.bytes_out = d["bytes_out"]
+
     def pid(self) -> int:
         return os.getpid()
 
     def parent(self, level: int, pos: int) -> tuple[int, int, int]:
         return self.par_w[level][pos], self.par_p[level][pos], self.act[level][pos]
 
-    def totals(self) -> tuple[dict[Any, int], int]:
-        return dict(self.coverage), self.bytes_out
+    def totals(self) -> tuple[dict[Any, int], int, float]:
+        return dict(self.coverage), self.bytes_out, time.process_time()
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+def _read(path: str | os.PathLike[str], h: ModelHooks, props: list[Property],
+          workers: int) -> dict[str, Any]:
+    """A snapshot's data, refused (`SnapshotMismatch`, one line) unless made by this engine
+    for this model, these properties and this many workers, and well formed."""
+    head = read_header(path)
+    if head.get("engine") != ENGINE:
+        raise SnapshotMismatch(f"snapshot {path} was made by the single-process engine: "
+                               "resume it without --cluster")
+    check_header(path, head, h.fingerprint_salt)
+    if head.get("workers") != workers:
+        raise SnapshotMismatch(
+            f"snapshot {path} was made with {str(head.get('workers')):.12} workers, not "
+            f"{workers}: states are partitioned by fingerprint modulo the workers and parent "
+            "pointers name (worker, position), so resume with the same --workers")
+    if head.get("properties") != [[p.name, p.kind] for p in props]:
+        raise SnapshotMismatch(f"snapshot {path} checks other properties")
+    _, data = read_snapshot(path, h.fingerprint_salt, model_packages(h.model))
+    _check(path, data, len(props), workers)
+    inits = len(list(h.init_states()))
+    if any(i >= inits for p in data["parts"] for i in p["par_p"][0]):
+        raise SnapshotMismatch(f"snapshot {path}: malformed payload (initial states)")
+    return data
+
+
+def _nat(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check(path: str | os.PathLike[str], d: dict[str, Any], nprops: int, n: int) -> None:
+    """The decoded record is well formed: keys, types, sizes, and every parent pointer
+    inside the level before (a trace follows them)."""
+
+    def bad(what: str) -> SnapshotMismatch:
+        return SnapshotMismatch(f"snapshot {path}: malformed payload ({what})")
+
+    if set(d) != {"level", "levels", "states", "transitions", "seconds", "done", "found",
+                  "parts"}:
+        raise bad("keys")
+    levels, parts = d["levels"], d["parts"]
+    if not (all(_nat(d[k]) for k in ("level", "states", "transitions"))
+            and isinstance(d["seconds"], float) and isinstance(d["done"], bool)
+            and isinstance(levels, list) and all(_nat(c) for c in levels)
+            and len(levels) == d["level"] + 1 and sum(levels) == d["states"]
+            and isinstance(parts, list) and len(parts) == n):
+        raise bad("figures")
+    keys = {"seen", "par_w", "par_p", "act", "frontier", "frontier_g", "coverage",
+            "bytes_out"}
+    sizes = [[0] * n for _ in levels]
+    for w, p in enumerate(parts):
+        if not (isinstance(p, dict) and set(p) == keys and _nat(p["bytes_out"])
+                and all(isinstance(p[k], list) and len(p[k]) == len(levels)
+                        and all(isinstance(a, array) for a in p[k])
+                        for k in ("par_w", "par_p", "act"))
+                and isinstance(p["seen"], array) and isinstance(p["frontier"], list)
+                and isinstance(p["frontier_g"], array) and isinstance(p["coverage"], list)):
+            raise bad(f"worker {w}")
+        for lvl in range(len(levels)):
+            sizes[lvl][w] = len(p["par_w"][lvl])
+            if not len(p["par_p"][lvl]) == len(p["act"][lvl]) == sizes[lvl][w]:
+                raise bad(f"worker {w}, level {lvl}")
+        if not len(p["frontier"]) == len(p["frontier_g"]) == sizes[-1][w]:
+            raise bad(f"worker {w}, frontier")
+        if any(not (isinstance(c, list | tuple) and len(c) == 2 and _nat(c[1]))
+               for c in p["coverage"]):
+            raise bad(f"worker {w}, coverage")
+    if [sum(s) for s in sizes] != levels or sum(len(p["seen"]) for p in parts) != d["states"]:
+        raise bad("sizes")
+    for w, p in enumerate(parts):
+        for lvl in range(1, len(levels)):
+            for pw, pp in zip(p["par_w"][lvl], p["par_p"][lvl], strict=True):
+                if pw >= n or pp >= sizes[lvl - 1][pw]:
+                    raise bad(f"worker {w}, level {lvl}: parent out of range")
+        if any(pw != INIT for pw in p["par_w"][0]):
+            raise bad(f"worker {w}: initial states")
+    found = d["found"]
+    if not (isinstance(found, list) and all(
+            isinstance(f, list) and len(f) == 7 and all(_nat(x) for x in f[:6])
+            and isinstance(f[6], float) and f[0] < nprops and f[1] < len(levels)
+            and f[2] < n and f[3] < sizes[f[1]][f[2]] for f in found)):
+        raise bad("found")
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -268,11 +433,16 @@ def explore_cluster(
     max_seconds: float | None = None,
     progress: Any = None,
     on_level: Callable[[int, list[Any]], None] | None = None,
+    save: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    save_every: float = 10.0,
 ) -> Exploration:
     """`checker.explore` on a connected Ray (`checker.cluster.session`) with `workers`
     partitions: the same states, verdicts and traces (see the module doc for the bounds).
     `on_level(level, actors)` is called before each level is expanded (tests use it to kill
-    a worker)."""
+    a worker). `save`: a snapshot at level boundaries, at most every `save_every` seconds
+    and at the end (not after a worker was lost: the last one stays); `resume`: continue
+    from one, made with the same number of workers (`SnapshotMismatch` otherwise)."""
     h = hooks(model)
     props = list(properties)
     names = [p.name for p in props]
@@ -283,11 +453,17 @@ def explore_cluster(
         from checker.cluster import ClusterError
 
         raise ClusterError(f"{workers} workers asked, the cluster has {cpus} CPUs")
+    snap = _read(resume, h, props, workers) if resume is not None else None
+    if save is not None:
+        check_overwritable(save, h.fingerprint_salt)
     actor = ray.remote(_Partition).options(num_cpus=1, max_restarts=0)
     parts = [actor.remote(i, workers, model, props) for i in range(workers)]
     try:
-        return _Driver(ray, h, props, parts, workers).run(
-            max_states, max_depth, max_seconds, as_progress(progress), on_level)
+        d = _Driver(ray, h, props, parts, workers)
+        d.save_path, d.save_every = save, save_every
+        if snap is not None:
+            d.restore(snap)
+        return d.run(max_states, max_depth, max_seconds, as_progress(progress), on_level)
     finally:
         for a in parts:
             ray.kill(a)
@@ -303,6 +479,12 @@ class _Driver:
         self.level = 0
         self.t0 = time.perf_counter()
         self.lost = ""
+        self.seconds0 = 0.0  # spent by the runs a snapshot continues
+        self.done = False  # a resumed snapshot of a finished search
+        self.started = False
+        self.save_path: str | os.PathLike[str] | None = None
+        self.save_every = 10.0
+        self.t_save = self.t0
 
     def get(self, refs: Any) -> Any:
         try:
@@ -327,8 +509,10 @@ class _Driver:
         cap = max_states if max_states is not None else 1 << 62
         deadline = self.t0 + max_seconds if max_seconds is not None else float("inf")
         try:
-            self.start()
-            while True:
+            if not self.started:
+                self.start()
+            complete = self.done
+            while not complete:
                 if max_depth is not None and self.level >= max_depth:
                     keys = self.next_level(commit=False)
                     if any(len(k) for k in keys):
@@ -343,6 +527,8 @@ class _Driver:
                     break
                 now = time.perf_counter()
                 progress.update(self.info(now, level_done=True))
+                if self.save_path is not None and now - self.t_save >= self.save_every:
+                    self.save(complete=False)
                 if self.states >= cap:
                     stopped = "max_states"
                     break
@@ -353,14 +539,17 @@ class _Driver:
             self.lost, stopped = str(e), "worker_lost"
         except KeyboardInterrupt:
             stopped = "interrupt"
+        if self.save_path is not None and stopped != "worker_lost" and self.started:
+            self.save(complete=complete and max_depth is None)
         ex = self.exploration(stopped, complete, max_depth)
         close = getattr(progress, "close", None)
         if close is not None:
             close(self.info(time.perf_counter(), final=True, stopping=stopped))
         if ex.stopped_by != "worker_lost":
-            cov, sent = zip(*self.get([p.totals.remote() for p in parts]), strict=True)
+            cov, sent, cpu = zip(*self.get([p.totals.remote() for p in parts]), strict=True)
             ex.coverage, ex.never_fired = self.coverage(cov)
             ex.bytes_exchanged = sum(sent)
+            ex.worker_cpu_seconds = sum(cpu)
         return ex
 
     def info(self, now: float, **kw: Any) -> ProgressInfo:
@@ -399,16 +588,25 @@ class _Driver:
                     break
         self.get([part.start.remote(*per[j]) for j, part in enumerate(self.parts)])
         self.levels.append(len(kept))
+        self.started = True
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+        return self.seconds0 + time.perf_counter() - self.t0
 
     def next_level(self, commit: bool) -> list[array]:
         """One round (see the module doc); the new states' keys per owner."""
         n, parts = self.n, self.parts
-        outs = [p.expand.options(num_returns=n + 1).remote() for p in parts]
+
+        def each(refs: Any) -> list[Any]:  # num_returns=1 gives one ref, not a list
+            return refs if n > 1 else [refs]
+
+        outs = [p.expand.options(num_returns=n + 1).remote(not commit) for p in parts]
+        asks = [each(parts[j].select.options(num_returns=n).remote(
+            *[outs[i][j] for i in range(n)])) for j in range(n)]
+        ships = [each(parts[i].ship.options(num_returns=n).remote(
+            *[asks[j][i] for j in range(n)])) for i in range(n)]
         active = [j for j in range(len(self.props)) if j not in self.found]
-        merged = [parts[j].merge.remote(active, *[outs[i][j] for i in range(n)])
+        merged = [parts[j].merge.remote(active, *[ships[i][j] for i in range(n)])
                   for j in range(n)]
         stats = self.get([o[n] for o in outs])
         got = self.get(merged)
@@ -420,7 +618,7 @@ class _Driver:
         if not commit or not any(len(k) for k in keys):
             return keys
         ranks = _ranks(keys, n)
-        level_transitions = sum(t for t, _ in stats)
+        level_transitions = sum(stats)
         for j in range(len(self.props)):
             if j in self.found:
                 continue
@@ -439,6 +637,27 @@ class _Driver:
         self.transitions += level_transitions
         self.level += 1
         return keys
+
+    def save(self, complete: bool) -> None:
+        """A snapshot at this level boundary: the driver's figures and every partition."""
+        parts = self.get([p.dump.remote() for p in self.parts])
+        header = {"salt": self.h.fingerprint_salt, "engine": ENGINE, "workers": self.n,
+                  "properties": [[p.name, p.kind] for p in self.props]}
+        data = {"level": self.level, "levels": self.levels, "states": self.states,
+                "transitions": self.transitions, "seconds": self.elapsed(), "done": complete,
+                "found": [[j, f.level, f.worker, f.pos, f.states, f.transitions, f.seconds]
+                          for j, f in self.found.items()], "parts": parts}
+        write_snapshot(self.save_path, header, data)  # type: ignore[arg-type]
+        self.t_save = time.perf_counter()
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.level, self.levels = data["level"], data["levels"]
+        self.states, self.transitions = data["states"], data["transitions"]
+        self.seconds0, self.done = data["seconds"], data["done"]
+        self.found = {f[0]: _Found(*f[1:]) for f in data["found"]}
+        self.inits = list(self.h.init_states())
+        self.get([p.restore.remote(d) for p, d in zip(self.parts, data["parts"], strict=True)])
+        self.started = True
 
     def trace(self, f: _Found, prop: Property) -> Trace:
         path: list[int] = []

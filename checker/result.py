@@ -88,6 +88,7 @@ class Exploration:
     snapshot: str | None = None  # where the last snapshot was written
     graph: nx.DiGraph | None = None  # with keep_graph=True
     bytes_exchanged: int = 0  # between workers (checker.distributed), pickled batches
+    worker_cpu_seconds: float = 0.0  # CPU time of those workers, all together
 
     def result(self, name: str) -> Result:
         for r in self.results:

@@ -80,8 +80,8 @@ def _explore_one(args: tuple) -> tuple[str, Exploration, float]:
 
 
 def _explore_cluster(cfg: Config, vnames: Sequence[str], spec_names: Sequence[str],
-                     bounds: dict[str, Any], show: bool, address: str, workers: int | None
-                     ) -> Iterator[tuple[str, Exploration]]:
+                     bounds: dict[str, Any], show: bool, address: str, workers: int | None,
+                     snap: dict[str, Any]) -> Iterator[tuple[str, Exploration]]:
     """Each variant in turn, its states partitioned among the cluster's workers."""
     from checker.cluster import cluster_cpus, session
     from checker.distributed import explore_cluster
@@ -93,7 +93,7 @@ def _explore_cluster(cfg: Config, vnames: Sequence[str], spec_names: Sequence[st
             progress = auto_progress(sys.stderr, title=f"{vname} on {n} workers") if show \
                 else None
             yield vname, explore_cluster(ray, m, properties(spec_names), workers=n,
-                                         progress=progress, **bounds)
+                                         progress=progress, **bounds, **snap)
 
 
 def _explore_one_pair(args: tuple) -> list[tuple[str, Exploration]]:
@@ -245,11 +245,15 @@ def check(
     ]
     explorations: dict[str, Exploration] = {}
     if cluster is not None:
-        for vname, ex in _explore_cluster(cfg, vnames, snames, bounds, progress, cluster,
-                                          workers):
-            explorations[vname] = ex
-            if on_variant:
-                on_variant(vname, ex)
+        snap = {"save": save, "resume": resume, "save_every": save_every}
+        try:
+            for vname, ex in _explore_cluster(cfg, vnames, snames, bounds, progress, cluster,
+                                              workers, snap):
+                explorations[vname] = ex
+                if on_variant:
+                    on_variant(vname, ex)
+        except SnapshotMismatch as e:
+            raise SnapshotError(validate.one_line(str(e))) from None
     elif parallel:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(min(jobs, len(groups))) as pool, _ForwardSignals():

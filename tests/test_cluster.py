@@ -169,3 +169,58 @@ def test_bad_cluster_input_is_one_line_exit_2(args: list[str], pre: str, message
                  pre=f"import sys; {pre}" if pre else "")
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and message in p.stderr, p.stderr
+
+
+def test_check_command_on_a_cluster_gives_the_rows_of_one_process() -> None:
+    """`crmodel check --cluster auto --workers 2 --json` (its own private Ray, started and
+    stopped by the command) prints the same rows as one process, engine aside."""
+    import json
+
+    common = ["check", "--config", "tiny", "--variant", "linuxcr", "--max-depth", "4",
+              "--json"]
+    one = _crmodel(*common, "--jobs", "1")
+    two = _crmodel(*common, "--cluster", "auto", "--workers", "2")
+    assert one.returncode == two.returncode, two.stderr
+    keep = ("variant", "spec", "verdict", "expected", "states", "transitions", "depth",
+            "trace_length", "reason")
+    rows = [[{k: r[k] for k in keep} for r in json.loads(p.stdout)["results"]]
+            for p in (one, two)]
+    assert rows[0] == rows[1]
+
+
+def test_snapshots_at_level_boundaries_resume_with_the_same_workers(cluster, tmp_path: Path
+                                                                     ) -> None:
+    """Saved at depth 3, resumed to depth 7: the figures, verdicts and traces of one
+    uninterrupted single-process run to depth 7 (a witness at depth 4 and a violation at
+    depth 7, both traced back through the levels the snapshot holds). Another worker
+    count, or a snapshot whose parent pointer leaves the level before (checksum
+    recomputed), is refused in one line."""
+    import checker
+    from checker.snapshot import SnapshotMismatch, read_header, read_snapshot, write_snapshot
+
+    m = api.model("tiny", "linuxcr")
+    props = api.properties(list(api.SPECS))
+    snap = tmp_path / "run.snap"
+    first = explore_cluster(cluster, m, props, workers=2, max_depth=3, save=snap)
+    assert first.stopped_by == "max_depth" and snap.exists()
+    resumed = explore_cluster(cluster, m, props, workers=2, max_depth=7, resume=snap)
+    one = checker.explore(m, props, max_depth=7, stop_when_decided=False)
+    assert (resumed.states, resumed.transitions, resumed.levels, resumed.coverage) == \
+        (one.states, one.transitions, one.levels, one.coverage)
+    for a, b in zip(one.results, resumed.results, strict=True):
+        assert (b.verdict, b.states, b.transitions, b.depth, b.trace) == \
+            (a.verdict, a.states, a.transitions, a.depth, a.trace), a.property
+    assert {(r.verdict, r.depth) for r in resumed.results if r.trace is not None} == {
+        ("reached", 4), ("violated", 7)}
+    with pytest.raises(SnapshotMismatch, match="made with 2 workers, not 1"):
+        explore_cluster(cluster, m, props, workers=1, resume=snap)
+    head = read_header(snap)
+    _, data = read_snapshot(snap, head["salt"], ("model",))
+    w = next(i for i, p in enumerate(data["parts"]) if len(p["par_p"][2]))
+    data["parts"][w]["par_p"][2][0] = 10**6
+    bad = tmp_path / "bad.snap"
+    write_snapshot(bad, {k: v for k, v in head.items()
+                         if k not in ("format", "version", "hash", "payload_bytes",
+                                      "payload_sha256")}, data)
+    with pytest.raises(SnapshotMismatch, match="parent out of range"):
+        explore_cluster(cluster, m, props, workers=2, resume=bad)

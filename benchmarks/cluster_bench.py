@@ -1,0 +1,167 @@
+"""Speed-up of 2 local Ray workers over 1, for both engines, measured back to back in one run.
+
+    python benchmarks/cluster_bench.py [--preset default] [--variant linuxcr]
+                                       [--proof-size 2,2,4,4] [--proof-variant fixed]
+                                       [--proof-spec leak_detection_sound] [--write]
+
+Explicit: the partitioned search (`checker.distributed`) of `--variant` on `--preset`, all
+specs, on a private Ray of 1 CPU with 1 worker, then of 2 CPUs with 2 workers; the
+single-process engine on the same preset as the reference (its answers must be equal: the
+script says if they are not). Bytes exchanged: the pickled batches sent from one worker to
+another, per distinct state. z3: the proof of `--proof-spec` for `--proof-variant` at
+`--proof-size`, every obligation a Ray task, on 1 CPU then on 2, nothing cached. Each Ray is
+started and shut down around its run (its start-up is not timed). Figures are printed, never
+asserted; the load average before and after says how busy the machine was. `--write` (with
+`--only`) puts this run's table in docs/cluster.md between its markers, with the machine and
+the date."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DOC = ROOT / "docs" / "cluster.md"
+
+
+def markers(part: str) -> tuple[str, str]:
+    return f"<!-- cluster_bench {part}: begin -->", f"<!-- cluster_bench {part}: end -->"
+
+
+def explicit_runs(preset: str, variant: str) -> list[dict]:
+    import checker
+    from checker.cluster import session
+    from checker.distributed import explore_cluster
+    from crmodel import api
+
+    m = api.model(preset, variant)
+    props = api.properties(list(api.SPECS))
+    rows = []
+    for n in (1, 2):
+        with session("auto", n) as ray:
+            t0 = time.perf_counter()
+            ex = explore_cluster(ray, m, props, workers=n)
+            rows.append({"engine": "explicit", "workers": n, "seconds": time.perf_counter() - t0,
+                         "states": ex.states, "bytes": ex.bytes_exchanged, "ex": ex,
+                         "cpu": ex.worker_cpu_seconds})
+            print(f"explicit {preset}/{variant}, {n} worker(s): {ex.states:,} states, "
+                  f"{rows[-1]['seconds']:.1f}s", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    one = checker.explore(m, props, stop_when_decided=False)
+    secs = time.perf_counter() - t0
+    print(f"explicit {preset}/{variant}, one process: {secs:.1f}s", file=sys.stderr)
+    for r in rows:
+        ex = r.pop("ex")
+        r["same"] = (ex.states, ex.transitions, ex.levels, ex.coverage) == (
+            one.states, one.transitions, one.levels, one.coverage) and all(
+            (a.verdict, a.states, a.depth, a.trace) == (b.verdict, b.states, b.depth, b.trace)
+            for a, b in zip(one.results, ex.results, strict=True))
+    rows.append({"engine": "explicit", "workers": 0, "seconds": secs, "states": one.states,
+                 "bytes": 0, "same": True})
+    return rows
+
+
+def z3_runs(size_text: str, variant: str, spec: str) -> list[dict]:
+    from checker import symbolic
+    from checker.cluster import prove_cluster, session
+    from crmodel import z3run
+    from model.variants import VARIANTS
+    from specs.lemmas import proof_model
+
+    size = z3run.parse_size(size_text)
+    symbolic.use_cache(None)  # every query solved
+    rows, answers = [], []
+    for n in (1, 2):
+        with session("auto", n) as ray:
+            t0 = time.perf_counter()
+            ok, obs = prove_cluster(ray, proof_model, (size, VARIANTS[variant]), spec,
+                                    z3run.TIMEOUT)
+            secs = time.perf_counter() - t0
+        slow = max(obs, key=lambda o: o.seconds)
+        answers.append([(o.obligation.id, o.status) for o in obs])
+        rows.append({"engine": "z3", "workers": n, "seconds": secs, "proved": ok,
+                     "obligations": len(obs), "slowest": f"{slow.obligation.id} "
+                     f"{slow.seconds:.1f}s"})
+        print(f"z3 {variant}/{spec} at {size.text()}, {n} worker(s): "
+              f"{'proved' if ok else 'not proved'} in {secs:.1f}s (slowest {rows[-1]['slowest']})",
+              file=sys.stderr, flush=True)
+    for r in rows:
+        r["same"] = answers[0] == answers[1]
+    return rows
+
+
+def table(a: argparse.Namespace, ex: list[dict], z3: list[dict]) -> str:
+    lines = ["| engine | what | 1 worker | 2 workers | speed-up | answers equal |",
+             "|---|---|---:|---:|---:|---|"]
+    if ex:
+        one, two, single = ex
+        lines.append(f"| explicit | `{a.preset}`, `{a.variant}`, all specs: {one['states']:,} "
+                     f"states | {one['seconds']:.1f} s | {two['seconds']:.1f} s | "
+                     f"{one['seconds'] / two['seconds']:.2f}x | "
+                     f"{'yes' if one['same'] and two['same'] else 'NO'} (to one process, "
+                     f"{single['seconds']:.1f} s) |")
+    if z3:
+        one, two = z3
+        lines.append(f"| z3 | `{a.proof_spec}` for `{a.proof_variant}` at {a.proof_size}: "
+                     f"{one['obligations']} obligations | {one['seconds']:.1f} s (slowest "
+                     f"{one['slowest']}) | {two['seconds']:.1f} s (slowest {two['slowest']}) | "
+                     f"{one['seconds'] / two['seconds']:.2f}x | "
+                     f"{'yes' if two['same'] else 'NO'} |")
+    if ex:
+        one, two = ex[0], ex[1]
+        lines.append("")
+        lines.append(f"Bytes exchanged between the 2 workers (offers, requests, shipped "
+                     f"states): {two['bytes']:,} ({two['bytes'] / two['states']:.0f} per "
+                     f"distinct state). CPU time of the workers (their processes, Ray's "
+                     f"start included): {one['cpu']:.1f} s with 1, {two['cpu']:.1f} s with 2, "
+                     f"so partitioning costs {two['cpu'] / one['cpu']:.2f}x the work, and on 2 "
+                     f"otherwise idle cores 2 workers could be at most "
+                     f"{2 * one['cpu'] / two['cpu']:.2f}x faster than 1.")
+    return "\n".join(lines)
+
+
+def write_doc(part: str, text: str, load0: tuple, load1: tuple) -> None:
+    """This run's table for `part` (explicit, z3) in docs/cluster.md, between its markers."""
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    fmt = ", ".join
+    head = (f"Written by `python benchmarks/cluster_bench.py --only {part} --write` on {when}: "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"load average {fmt(f'{x:.1f}' for x in load0)} before the run and "
+            f"{fmt(f'{x:.1f}' for x in load1)} after (other work shared the machine).")
+    begin, end = markers(part)
+    doc = DOC.read_text()
+    i, j = doc.index(begin) + len(begin), doc.index(end)
+    DOC.write_text(doc[:i] + "\n" + head + "\n\n" + text + "\n" + doc[j:])
+    print(f"wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--variant", default="linuxcr")
+    ap.add_argument("--proof-size", default="2,2,4,4")
+    ap.add_argument("--proof-variant", default="fixed")
+    ap.add_argument("--proof-spec", default="leak_detection_sound")
+    ap.add_argument("--only", choices=["explicit", "z3"],
+                    help="one engine (each run stays under 10 minutes here)")
+    ap.add_argument("--write", action="store_true", help=f"write the table to {DOC.name}")
+    a = ap.parse_args()
+    load0 = os.getloadavg()
+    ex = explicit_runs(a.preset, a.variant) if a.only != "z3" else []
+    z3 = z3_runs(a.proof_size, a.proof_variant, a.proof_spec) if a.only != "explicit" else []
+    text = table(a, ex, z3)
+    print(text)
+    if a.write:
+        if a.only is None:
+            ap.error("--write needs --only: each engine's table has its own place")
+        write_doc(a.only, text, load0, os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()
