@@ -32,7 +32,10 @@ os.close(0); os.close(2)
 r, w = os.pipe()                      # fds 0 and 2
 a, b = socket.socketpair()
 a, b = a.detach(), b.detach()
-given = {"pipe": {w}, "socket": {b}, "none": set()}[share]
+given = {"pipe": {w}, "socket": {b}, "none": set(), "owner": set()}[share]
+if share == "owner":
+    import fcntl
+    fcntl.fcntl(r, fcntl.F_SETOWN, os.getpid())
 o = os.fork()
 if o == 0:
     for fd in {r, w, a, b} - given:
@@ -116,6 +119,15 @@ def test_a_tree_that_shares_nothing_succeeds(tree) -> None:
     assert [v.verdict for v in live_scan.verdicts(sc)] == ["succeeds"] * 3
     # the outside process alone holds nothing: also clean
     assert [v.verdict for v in live_scan.verdicts(live_scan.scan([r]))] == ["succeeds"] * 3
+
+
+def test_a_file_with_an_owner_is_refused_at_write(tree) -> None:
+    p, q, _r = tree("owner")
+    vs = _verdicts([p, q])
+    for name in ("linuxcr", "criu", "fixed"):
+        v = vs[name]
+        assert (v.verdict, v.errno, v.phase) == ("refuses", "EBUSY", "write")
+        assert "F_SETOWN owner" in v.reasons[0]
 
 
 def test_cli_json_and_exit_codes(tree) -> None:

@@ -104,17 +104,18 @@ def _epoll_target_is(holder: tuple[int, int], ep: tuple[int, int], tfd: int) -> 
                  ctypes.cast(ctypes.pointer(slot), ctypes.c_void_p)) == 0
 
 
-def _owner(pid: int, fd: int) -> int:
-    """F_GETOWN of the open file behind pid's fd, on a copy taken with pidfd_getfd."""
+def _owner(pid: int, fd: int) -> int | None:
+    """F_GETOWN of the open file behind pid's fd, on a copy taken with pidfd_getfd; None
+    when the copy cannot be taken (not permitted, or gone)."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
-        return 0
+        return None
     try:
         mine = _libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_long(pidfd),
                              ctypes.c_long(fd), ctypes.c_long(0))
         if mine < 0:
-            return 0
+            return None
         try:
             return _libc.fcntl(int(mine), F_GETOWN, ctypes.c_long(0))
         finally:
@@ -243,6 +244,12 @@ class _Diag:
         self.nl.close()
 
     def unix(self, ino: int) -> tuple[int, int, int, int] | None:
+        try:
+            return self._unix(ino)
+        except OSError:  # no answer (timeout): treated as no unix socket, so named
+            return None
+
+    def _unix(self, ino: int) -> tuple[int, int, int, int] | None:
         req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
                           driver.UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
         self.nl.send(struct.pack("=IHHII", 16 + len(req), driver.SOCK_DIAG_BY_FAMILY,
@@ -536,8 +543,11 @@ def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) 
             if path == len(sc.paths):
                 sc.paths.append(d.link)
         fmode = acc_fmode(d.flags & O_ACCMODE) | (FMODE_LSEEK if kind == REG else 0)
-        owner = 1 if _owner(p, fd) else 0
-        files.append(File(kind, path, obj, d.flags, fmode, d.pos, owner))
+        owner = _owner(p, fd)
+        if owner is None:
+            sc.unexpressible.append(f"pid {p} fd {fd}: its F_SETOWN owner cannot be read "
+                                    "(pidfd_getfd refused)")
+        files.append(File(kind, path, obj, d.flags, fmode, d.pos, 1 if owner else 0))
     # epoll items: (target file, fd), the target found by kcmp(KCMP_EPOLL_TFD)
     for f, (p, fd) in enumerate(reps_f):
         d = descs[(p, fd)]
