@@ -42,14 +42,17 @@ def traces(tiny_rows, tmp_path_factory) -> list[Path]:
 def test_every_trace_replays_with_full_agreement(traces: list[Path]) -> None:
     assert len(traces) >= 30
     ends = set()
+    restored = 0
     for path in traces:
         rep = live_replay.replay(path)
         assert rep.agree, "\n".join(live_replay.lines(rep))
         assert any(s.action == ("freeze",) for s in rep.steps)
         ends.add((rep.variant, rep.real_end.split(",")[0]))
+        restored += any("restored for real" in n for s in rep.steps for n in s.notes)
     # the replays cover success, a leak written silently, and refusal
     assert {("linuxcr", "done"), ("linuxcr", "refused errno 16"), ("fixed", "done"),
             ("fixed", "refused errno 16"), ("criu", "done")} <= ends
+    assert restored >= 20  # the restart traces: rebuilt for real, as the model restarts
 
 
 @pytest.mark.variants(REPLAYED)

@@ -8,11 +8,13 @@ scanned (`scan`: the model's inside tasks are the container, its outside tasks o
 the scanned state must equal the model's up to renaming; the checkpoint's steps then run on
 the scanned state beside the model's, outside tasks acting for real in between where the trace
 says so, and both must end the same way: the verdict on the real processes is the model's.
-Restart and image tampering are the model's alone (the restorer rebuilds images for real).
+Restart from an untampered image runs for real too (`restore`: fresh processes rebuilt from the
+image, read back and compared with the model's restarted state); tampering is the model's alone.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from checker.trace import ACTION_VAR, ARGS_VAR, from_itf_value
 from crmodel.live import driver
 from crmodel.live import scan as live_scan
+from crmodel.live.restore import restore
 from crmodel.validate import UsageError, itf_document
 from model.config import PRESETS, Config, ConfigError, from_dict
 from model.env import apply
@@ -199,8 +202,10 @@ def replay(path: str | os.PathLike[str], *, variant: str | None = None,
                                     f"{len(sc.outside)} outside processes: the model's state")
                     ws = _step(model, ws0, a)
                     rep.verdict = live_scan.run_checkpoint(sc, ws0, v) if not raced else None
+            elif a[0] == "restart" and not w.cr.tampered:
+                _restart(st, w, w2, v, cfg)
             elif a[0] in ("restart", "tamper"):
-                st.notes.append("the model's alone")
+                st.notes.append("the model's alone (a tampered image)")
             elif ws is not None:
                 ws = _step(model, ws, a)
             rep.steps.append(st)
@@ -216,6 +221,23 @@ def replay(path: str | os.PathLike[str], *, variant: str | None = None,
     finally:
         sess.close()
     return rep
+
+
+def _restart(st: StepResult, w: World, w2: World, v: Variant, cfg: Config) -> None:
+    """Restore the image in fresh processes (the restorer) and compare with the model's."""
+    try:
+        got = restore(w.cr.image, v, cfg.max_fds, cfg.paths)
+    except ValueError as e:  # a restart knob user space does not follow (a mutant's)
+        st.notes.append(f"the model's alone: {e}")
+        return
+    st.model = (w2.cr.rst_error, w2.cr.restored)
+    st.kernel = (got.code, got.obs)
+    st.agree = st.model == st.kernel
+    if st.agree:
+        st.notes.append("restored for real in fresh processes: the model's restarted state")
+    else:
+        st.notes.append(f"the real restore differs: {_diff(st.model, st.kernel)}"
+                        + (f" ({got.why})" if got.why else ""))
 
 
 def _jsonable_state(w: World) -> dict:
@@ -252,11 +274,17 @@ def _diff(m: Any, k: Any) -> str:
     return f"model {m!r:.200} real {k!r:.200}"
 
 
+def _rst(code: int) -> str:
+    return "restored" if not code else "-" + errno.errorcode.get(code, str(code))
+
+
 def lines(rep: Replay) -> list[str]:
     out = [f"trace {rep.trace}: variant {rep.variant}, config {rep.config}"]
     for s in rep.steps:
         text = f"{s.index:3} {s.text}"
-        if s.model is not None:
+        if s.model is not None and s.action == ("restart",):  # the notes say what came back
+            text = f"{text:<52} model {_rst(s.model[0]):<16} kernel {_rst(s.kernel[0])}"
+        elif s.model is not None:
             text = f"{text:<52} model {s.model!r:<16} kernel {s.kernel!r}"
         mark = "" if s.agree else "  DIFFERS"
         out.append(text + mark)
