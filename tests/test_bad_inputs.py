@@ -146,8 +146,9 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("traces a file", [*CHECK, "--traces", "afile"]),
     ("traces under a file", [*CHECK, "--traces", "afile/t"]),
     ("traces unwritable", [*CHECK, "--traces", "/proc/crmodel-traces"]),
-    ("save with two variants", ["check", "--config", "tiny", "--variant", "fixed",
-                                "--variant", "linuxcr", "--save", "s.snap"]),
+    ("save with two variants apart", ["check", "--config", "tiny", "--variant", "fixed",
+                                      "--variant", "linuxcr", "--per-variant", "--save",
+                                      "s.snap"]),
     # snapshots
     ("resume missing", [*CHECK, "--resume", "missing.snap"]),
     ("resume a directory", [*CHECK, "--resume", "adir"]),
@@ -173,6 +174,8 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("graph out a directory", ["graph", "adir.itf.json/", "--max-depth", "1"]),
     ("graph unknown variant", ["graph", "g.dot", "--variant", "nope"]),
     ("graph bad config", ["graph", "g.dot", "--config", "nested.toml"]),
+    ("docs out unwritable", ["docs", "--out", "/proc/crmodel-docs"]),
+    ("docs out a file", ["docs", "--out", "afile"]),
 ]
 
 
