@@ -18,6 +18,7 @@ from rich.table import Table
 from checker.cluster import ClusterError
 from checker.snapshot import SnapshotMismatch
 from crmodel import api
+from crmodel.entry import is_interrupt
 from crmodel.validate import one_line
 from specs import SPECS
 
@@ -44,6 +45,11 @@ class _Group(click.Group):
         except (api.UsageError, SnapshotMismatch, ClusterError) as e:
             click.echo(f"crmodel: {one_line(str(e))}", err=True)
             sys.exit(2)
+        except Exception as e:
+            if not is_interrupt(e):  # a Ctrl-C wrapped by Python (in a lazy import...)
+                raise
+            click.echo("crmodel: interrupted", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=_Group)

@@ -16,6 +16,7 @@ import pytest
 from checker.snapshot import read_header
 
 CRMODEL = [sys.executable, "-m", "crmodel"]
+ROOT = Path(__file__).resolve().parent.parent
 # The default preset runs for minutes: a signal always lands mid-run.
 LONG = ["check", "--config", "default", "--variant", "linuxcr", "--jobs", "1"]
 
@@ -81,7 +82,7 @@ def test_ctrl_c_without_save_prints_the_table(tmp_path: Path) -> None:
     assert "stopped by interrupt" in out and "crmodel check, config default" in out
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.2])
 def test_ctrl_c_during_start_up(delay: float) -> None:
     """While Python imports the checker (seconds on a loaded machine) or builds the model."""
     p = subprocess.Popen([*CRMODEL, *LONG, "--json"], stdout=subprocess.PIPE,
@@ -89,7 +90,14 @@ def test_ctrl_c_during_start_up(delay: float) -> None:
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = _finish(p)
-    assert "Traceback" not in err, err[-3000:]
+    if "Traceback" in err:
+        # Only the interpreter's own start-up (site with its .pth files, runpy: the first
+        # tenth of a second or so) runs before any code of ours could catch it.
+        frames = [ln for ln in err.splitlines() if ln.lstrip().startswith("File ")]
+        assert frames and frames[0].lstrip().startswith('File "<frozen '), err[-3000:]
+        ours = [f'"{ROOT / d}/' for d in ("crmodel", "checker", "model", "specs")]
+        assert not [ln for ln in frames if any(o in ln for o in ours)], err[-3000:]
+        return
     # Before the interpreter installs its handler the default action ends the process.
     assert p.returncode in (130, -signal.SIGINT), err
     if p.returncode == 130 and not out:  # stopped before the exploration began
