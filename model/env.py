@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
+from itertools import product
+from typing import NamedTuple
 
-from model.actions import ACTIONS, Action
+from model.actions import ACTIONS
 from model.config import Config
 from model.flags import (
     FMODE_LSEEK,
@@ -493,29 +496,36 @@ class _Offer:
         self.fd, self.s = fd, self.table[fd]
         self.f = self.files[slot_file(self.s)]
 
-    def values(self, domain: str, args: tuple) -> Sequence[int]:
-        """The values of a parameter's domain here (`args`: the arguments chosen before it)."""
-        cfg = self.cfg
-        if domain == "fd":
-            return self.fds
-        if domain == "fd_number":
-            return range(len(self.table))
-        if domain == "task":
-            return range(len(self.w.tasks))
-        if domain == "target_fd":  # args: (t2,)
-            return [fd for fd, s in enumerate(self.w.tables[self.w.tasks[args[0]].table])
-                    if s != EMPTY]
-        if domain == "watched_fd":  # the epoll's items whose descriptor still refers to
-            table = self.table  # the item's file, in item order
-            return [fd2 for tf, fd2 in self.f.epitems if fd2 < len(table)
-                    and table[fd2] != EMPTY and slot_file(table[fd2]) == tf]
-        if domain == "open_cloexec":
-            return (0, 1) if cfg.open_cloexec else (0,)
-        if domain == "bit":
-            return (0, 1)
-        if domain in ("paths", "offsets"):
-            return range(getattr(cfg, domain))
-        return getattr(cfg, domain)
+
+def _target_fds(o: _Offer, args: tuple) -> list[int]:
+    """The open descriptors of task args[0] (reopen's t2)."""
+    return [fd for fd, s in enumerate(o.w.tables[o.w.tasks[args[0]].table]) if s != EMPTY]
+
+
+def _watched_fds(o: _Offer, args: tuple) -> list[int]:
+    """The epoll's items whose descriptor still refers to the item's file, in item order."""
+    table = o.table
+    return [fd2 for tf, fd2 in o.f.epitems
+            if fd2 < len(table) and table[fd2] != EMPTY and slot_file(table[fd2]) == tf]
+
+
+# The values of each parameter domain (model.actions.DOMAINS) in a state, given the arguments
+# chosen before it.
+_VALUES: dict[str, Callable[[_Offer, tuple], Sequence[int]]] = {
+    "fd": lambda o, args: o.fds,
+    "fd_number": lambda o, args: range(len(o.table)),
+    "task": lambda o, args: range(len(o.w.tasks)),
+    "target_fd": _target_fds,
+    "watched_fd": _watched_fds,
+    "paths": lambda o, args: range(o.cfg.paths),
+    "access_modes": lambda o, args: o.cfg.access_modes,
+    "open_flags": lambda o, args: o.cfg.open_flags,
+    "open_cloexec": lambda o, args: (0, 1) if o.cfg.open_cloexec else (0,),
+    "setfl_flags": lambda o, args: o.cfg.setfl_flags,
+    "offsets": lambda o, args: range(o.cfg.offsets),
+    "bit": lambda o, args: (0, 1),
+}
+_DEPENDENT = {"target_fd"}  # domains that read an earlier argument
 
 
 # When an action may change the state (a call that can only fail is no step): a test on the
@@ -559,33 +569,52 @@ _KEEP: dict[str, Callable[[_Offer, tuple], bool]] = {
 }
 
 
-def _choices(o: _Offer, domains: tuple[str, ...], args: tuple) -> Iterator[tuple]:
-    if len(args) == len(domains):
+class _Rule(NamedTuple):
+    """One declared action as the enumeration runs it (built once per set of enabled
+    actions): its tests, and the domains of the parameters after the descriptor."""
+
+    name: str
+    when: Callable[[_Offer], bool] | None
+    keep: Callable[[_Offer, tuple], bool] | None
+    rest: tuple[Callable[[_Offer, tuple], Sequence[int]], ...]  # the later parameters' values
+    independent: bool  # no domain depends on an earlier argument: a plain product
+
+
+def _choices(o: _Offer, vals: tuple[Callable[[_Offer, tuple], Sequence[int]], ...],
+             args: tuple) -> Iterator[tuple]:
+    if not vals:
         yield args
         return
-    for x in o.values(domains[len(args)], args):
-        yield from _choices(o, domains, args + (x,))
+    for x in vals[0](o, args):
+        yield from _choices(o, vals[1:], args + (x,))
 
 
-def _offers(o: _Offer, a: Action, first: tuple) -> Iterator[tuple]:
-    when = _WHEN.get(a.name)
-    if when is not None and not when(o):
-        return
-    keep = _KEEP.get(a.name)
-    for args in _choices(o, _DOMAINS[a.name], first):
-        if keep is None or keep(o, args):
-            yield (a.name, o.t, *args)
+def _offers(o: _Offer, r: _Rule, first: tuple) -> Iterator[tuple]:
+    """The action's tuples with `first` as their leading arguments, in domain order."""
+    combos = (product(*[v(o, first) for v in r.rest]) if r.independent
+              else (c[len(first):] for c in _choices(o, r.rest, first)))
+    keep, head = r.keep, (r.name, o.t) + first
+    for combo in combos:
+        if keep is None or keep(o, first + combo):
+            yield head + combo
 
 
-# The declarations in enumeration order, consecutive per-descriptor actions grouped: those
-# are offered descriptor by descriptor.
-_DOMAINS = {a.name: tuple(p.domain for p in a.params) for a in ACTIONS.values()}
-_GROUPS: list[tuple[bool, tuple[Action, ...]]] = []
-for _a in ACTIONS.values():
-    if _GROUPS and _GROUPS[-1][0] == _a.per_fd:
-        _GROUPS[-1] = (_a.per_fd, _GROUPS[-1][1] + (_a,))
-    else:
-        _GROUPS.append((_a.per_fd, (_a,)))
+@lru_cache(maxsize=64)
+def _plan(on: frozenset[str]) -> tuple[tuple[bool, tuple[_Rule, ...]], ...]:
+    """The enabled declarations in enumeration order, consecutive per-descriptor actions
+    grouped: those are offered descriptor by descriptor."""
+    groups: list[tuple[bool, tuple[_Rule, ...]]] = []
+    for a in ACTIONS.values():
+        if a.name not in on:
+            continue
+        rest = tuple(p.domain for p in a.params[1 if a.per_fd else 0:])
+        r = _Rule(a.name, _WHEN.get(a.name), _KEEP.get(a.name),
+                  tuple(_VALUES[d] for d in rest), not set(rest) & _DEPENDENT)
+        if groups and groups[-1][0] == a.per_fd:
+            groups[-1] = (a.per_fd, groups[-1][1] + (r,))
+        else:
+            groups.append((a.per_fd, (r,)))
+    return tuple(groups)
 
 
 def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[tuple]:
@@ -594,18 +623,26 @@ def env_actions(w: World, cfg: Config, t: int, on: frozenset[str]) -> Iterator[t
     (`model.actions.ACTIONS`), descriptor by descriptor for the per-descriptor ones. `on` is
     the set of enabled action names."""
     o = _Offer(w, cfg, t)
-    for per_fd, group in _GROUPS:
-        acts = [a for a in group if a.name in on]
-        if not acts:
-            continue
-        if not per_fd:
-            for a in acts:
-                yield from _offers(o, a, ())
-            continue
-        for fd in o.fds:
-            o.at(fd)
-            for a in acts:
-                yield from _offers(o, a, (fd,))
+    for per_fd, rules in _plan(on):
+        for fd in o.fds if per_fd else (None,):
+            first: tuple = ()
+            if fd is not None:
+                o.at(fd)
+                first = (fd,)
+            for r in rules:
+                if r.when is not None and not r.when(o):
+                    continue
+                keep = r.keep
+                if not r.rest:
+                    if keep is None or keep(o, first):
+                        yield (r.name, t, *first)
+                elif len(r.rest) == 1:  # most actions: inline, no generator of its own
+                    head = (r.name, t, *first)
+                    for x in r.rest[0](o, first):
+                        if keep is None or keep(o, (*first, x)):
+                            yield (*head, x)
+                else:
+                    yield from _offers(o, r, first)
 
 
 def initial_world(max_fds: int) -> World:
