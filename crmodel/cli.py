@@ -18,7 +18,7 @@ from rich.table import Table
 from checker.cluster import ClusterError
 from checker.snapshot import SnapshotMismatch
 from crmodel import api
-from crmodel.entry import is_interrupt
+from crmodel.interrupt import is_interrupt
 from crmodel.validate import one_line
 from specs import SPECS
 

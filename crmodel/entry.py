@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import sys
 
-
-def is_interrupt(e: BaseException | None) -> bool:
-    """Whether `e` is, or was raised while handling or because of, a KeyboardInterrupt
-    (Python wraps one raised in a class body's `__set_name__` in a RuntimeError)."""
-    seen = 0
-    while e is not None and seen < 20:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        e = e.__cause__ or e.__context__
-        seen += 1
-    return False
+from crmodel.interrupt import is_interrupt
 
 
 def main() -> None:
