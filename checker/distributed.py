@@ -127,6 +127,12 @@ def stable_fingerprint(state: Any, memo: dict[Any, bytes] | None = None) -> int:
 # --- a worker ---------------------------------------------------------------------------------
 
 
+def _returns(values: list[Any]) -> Any:
+    """A method's values, one per worker, as Ray's num_returns=len(values) wants them (a
+    single value is returned as itself, not as a list of one)."""
+    return values if len(values) > 1 else values[0]
+
+
 class _Partition:
     """The states one worker owns: seen fingerprints, each level's parent pointers, and the
     frontier (the level being expanded) with each state's global number."""
@@ -211,7 +217,7 @@ class _Partition:
         self.bytes_out += sum(sum(map(len, o)) for o in offers if o is not None)
         return [*offers, transitions]
 
-    def select(self, *offers: tuple[bytes, bytes, bytes] | None) -> list[bytes | None]:
+    def select(self, *offers: tuple[bytes, bytes, bytes] | None) -> Any:
         """At the owner: of the offers, one per sender (None: its own), the states not seen
         yet, each with its smallest key. Returns, per sender, the offer positions to ship."""
         seen = self.seen
@@ -237,9 +243,9 @@ class _Partition:
         out: list[bytes | None] = [None if w == self.index else a.tobytes()
                                    for w, a in enumerate(asks)]
         self.bytes_out += sum(len(b) for b in out if b is not None)
-        return out
+        return _returns(out)
 
-    def ship(self, *asks: bytes | None) -> list[bytes | None]:
+    def ship(self, *asks: bytes | None) -> Any:
         """At a sender: the states each owner asked for (pickled; None for this worker)."""
         out: list[bytes | None] = []
         for owner, ask in enumerate(asks):
@@ -253,7 +259,7 @@ class _Partition:
         self.bytes_out += sum(len(b) for b in out if b is not None)
         self.own_states = self.boxes[self.index][0]
         self.boxes = []
-        return out
+        return _returns(out)
 
     def merge(self, active: list[int], *shipped: bytes | None) -> tuple[bytes, dict[int, int]]:
         """At the owner: the states shipped for its choice (`select`) become the pending

@@ -214,6 +214,8 @@ def test_snapshots_at_level_boundaries_resume_with_the_same_workers(cluster, tmp
         ("reached", 4), ("violated", 7)}
     with pytest.raises(SnapshotMismatch, match="made with 2 workers, not 1"):
         explore_cluster(cluster, m, props, workers=1, resume=snap)
+    alone = explore_cluster(cluster, m, props, workers=1, max_depth=4)  # one partition
+    assert alone.levels == one.levels[:5] and alone.coverage != {}
     head = read_header(snap)
     _, data = read_snapshot(snap, head["salt"], ("model",))
     w = next(i for i, p in enumerate(data["parts"]) if len(p["par_p"][2]))
