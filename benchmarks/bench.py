@@ -186,7 +186,8 @@ def section_family(args: argparse.Namespace) -> list[str]:
         fam = child("family", p, "family")
         print(json.dumps(fam), file=sys.stderr, flush=True)
         for r in (solo, fam):
-            ratio = f"{solo['seconds'] / r['seconds']:.1f}x" if r is fam else ""
+            ratio = (f"{solo['seconds'] / r['seconds']:.1f}x (CPU "
+                     f"{solo['cpu_seconds'] / r['cpu_seconds']:.1f}x)") if r is fam else ""
             out.append(f"| {p} | {'per variant' if r is solo else 'family'} | "
                        f"{r['variant_states']:,} | {r['expanded']:,} | {r['stored']:,} | "
                        f"{r['seconds']} | {r['cpu_seconds']} | {r['peak_rss_mib']} | {ratio} |")
@@ -198,17 +199,19 @@ def section_family(args: argparse.Namespace) -> list[str]:
 
 
 def section_make_check(args: argparse.Namespace) -> list[str]:
-    rows = [child("make-check", m) for m in ("per-variant", "family")]
+    rows = [child("make-check", m) for m in args.make_check]
     for r in rows:
         print(json.dumps(r), file=sys.stderr, flush=True)
-    before, after = rows
-    return ["### `make check` (default preset, all variants, two processes), back to back", "",
-            "| mode | wall seconds | CPU seconds | verdicts | all as expected |",
-            "|---|---:|---:|---:|---|",
-            *(f"| {r['mode']} | {r['seconds']} | {r['cpu_seconds']} | {r['verdicts']} | "
-              f"{r['as_expected']} |" for r in rows),
-            "", f"Speed-up of the family: {before['seconds'] / after['seconds']:.1f}x in wall "
-            f"time, {before['cpu_seconds'] / after['cpu_seconds']:.1f}x in CPU time."]
+    out = ["### `make check` (default preset, all variants, two processes), back to back", "",
+           "| mode | wall seconds | CPU seconds | verdicts | all as expected |",
+           "|---|---:|---:|---:|---|",
+           *(f"| {r['mode']} | {r['seconds']} | {r['cpu_seconds']} | {r['verdicts']} | "
+             f"{r['as_expected']} |" for r in rows)]
+    if len(rows) == 2:
+        before, after = rows
+        out += ["", f"Speed-up of the family: {before['seconds'] / after['seconds']:.1f}x in "
+                f"wall time, {before['cpu_seconds'] / after['cpu_seconds']:.1f}x in CPU time."]
+    return out
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
@@ -225,6 +228,28 @@ def machine() -> str:
             "from runs made back to back).")
 
 
+def write_page(path: Path, done: dict[str, list[str]]) -> None:
+    """Put each section just measured on the page, each under the machine it ran on; the
+    sections of earlier runs that were not run again stay as they were."""
+    old: dict[str, list[str]] = {}
+    if path.exists():
+        name = None
+        for line in path.read_text().splitlines():
+            if line.startswith("<!-- section: "):
+                name = line.removeprefix("<!-- section: ").removesuffix(" -->")
+                old[name] = []
+            elif name is not None:
+                old[name].append(line)
+    page = ["# Benchmarks", "", "Written by `python benchmarks/bench.py --write "
+            "docs/benchmarks.md` from its own output, one part per section; a run rewrites "
+            "the sections it measured.", ""]
+    for name in SECTIONS:
+        lines = done.get(name, old.get(name))
+        if lines is not None:
+            page += [f"<!-- section: {name} -->", *lines]
+    path.write_text("\n".join(page).rstrip("\n") + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
@@ -232,21 +257,24 @@ def main() -> None:
     ap.add_argument("--variant", default="linuxcr")
     ap.add_argument("--no-symmetry-check", action="store_true",
                     help="skip the run without symmetry reduction (slow on big presets)")
+    ap.add_argument("--make-check", nargs="+", default=["per-variant", "family"],
+                    choices=["per-variant", "family"], metavar="MODE",
+                    help="the make-check section's modes (per-variant, family)")
     ap.add_argument("--write", metavar="PAGE", help="also write the tables to this page")
     ap.add_argument("--one", nargs="+", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     if args.one:
         print(json.dumps(ONE[args.one[0]](*args.one[1:])))
         return
-    page = ["# Benchmarks", "", "Written by `python benchmarks/bench.py --write "
-            "docs/benchmarks.md` from its own output.", "", machine(), ""]
-    print(machine(), flush=True)
+    done: dict[str, list[str]] = {}
     for name in args.sections:
+        where = machine()
+        print(where, flush=True)
         lines = SECTIONS[name](args)
         print("\n".join(["", *lines]), flush=True)
-        page += [*lines, ""]
+        done[name] = [where, "", *lines, ""]
     if args.write:
-        Path(args.write).write_text("\n".join(page))
+        write_page(Path(args.write), done)
 
 
 if __name__ == "__main__":
