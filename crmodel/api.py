@@ -203,6 +203,8 @@ def check(
         if save or resume or max_states or max_depth or max_seconds:
             raise UsageError("--save/--resume/--max-* belong to the explicit engine; the z3 "
                              "engine is bounded by --proof-size and --z3-timeout")
+        if not variants:  # all variants: those the symbolic model encodes
+            vnames = [v for v in vnames if z3run.encodes(VARIANTS[v])]
         size = z3run.parse_size(proof_size) if proof_size is not None else z3run.PROOF_SIZE
         validate.output_dir(traces_dir, "--traces")
         return z3run.check(cfg, vnames, snames if specs else None, traces_dir=traces_dir,

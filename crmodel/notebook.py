@@ -42,11 +42,13 @@ from model.image import (
     R_EPITEM,
     R_FD,
     R_FILE,
+    R_QUEUE,
     R_TABLE,
     R_TASK,
     EpRec,
     FdRec,
     FileRec,
+    QueueRec,
     TableRec,
     TaskRec,
 )
@@ -322,7 +324,8 @@ def from_row(row: api.Row) -> TraceView:
 
 # --- ITF ---------------------------------------------------------------------------------
 
-_RECORDS = {R_TASK: TaskRec, R_TABLE: TableRec, R_FD: FdRec, R_FILE: FileRec, R_EPITEM: EpRec}
+_RECORDS = {R_TASK: TaskRec, R_TABLE: TableRec, R_FD: FdRec, R_FILE: FileRec, R_EPITEM: EpRec,
+            R_QUEUE: QueueRec}
 
 
 def _tup(x: Any) -> Any:
@@ -450,7 +453,7 @@ def _observation_rows(obs: tuple, other: tuple | None) -> list[tuple[list[Any], 
                 base[(i, fd)] = (c, other[1][g])
     for i, (tg, fds) in enumerate(tasks):
         for fd, cloexec, g in fds:
-            kind, flags, mode, pos, path, og, items = files[g]
+            kind, flags, mode, pos, path, og, items = files[g][:7]
             cells = [i, tg, fd, "yes" if cloexec else "", g, KIND_NAMES.get(kind, kind),
                      flags_str(flags), pos, "" if og < 0 else og,
                      ", ".join(f"#{t}/fd{x}" for t, x in items)]

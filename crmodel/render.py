@@ -259,8 +259,9 @@ def observation_world(obs: tuple) -> World:
         for fd, cloexec, gi in fds:
             tables[tg][fd] = slot(gi, cloexec)
     out_files = tuple(
-        File(kind, path, og, flags, mode, pos, 0, tuple((t, fd) for t, fd in items if t >= 0))
-        for kind, flags, mode, pos, path, og, items in files
+        File(kind, path, og, flags, mode, pos, owner, tuple((t, fd) for t, fd in items if t >= 0),
+             rcvq)
+        for kind, flags, mode, pos, path, og, items, owner, rcvq in files
     )
     return World(tuple(Task(1, 0, tg) for tg, _ in tasks), tuple(map(tuple, tables)), out_files,
                  0)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import errno
 
-from model.image import R_FILE, EpRec, FdRec, FileRec, TableRec, TaskRec
+from model.flags import O_DIRECT
+from model.image import R_FILE, R_QUEUE, EpRec, FdRec, FileRec, QueueRec, TableRec, TaskRec
 from model.state import (
     CHECKED,
     COLLECTED,
@@ -38,20 +39,20 @@ from model.state import (
     slot_file,
 )
 from model.variants import Variant
-from model.world import file_counts, observe, outside_refs, ref_users
+from model.world import file_counts, held_files, observe, outside_refs, ref_users
 
-EBUSY, EBADF = errno.EBUSY, errno.EBADF
+EBUSY, EBADF, EOPNOTSUPP = errno.EBUSY, errno.EBADF, errno.EOPNOTSUPP
 
 
 def inside_tasks(w: World) -> list[int]:
     return [i for i, t in enumerate(w.tasks) if t.inside]
 
 
-def _fail(w: World, code: int, clean: int | None = None) -> World:
+def _fail(w: World, v: Variant, code: int, clean: int | None = None) -> World:
     """End the checkpoint: the objhash drops its references (ckpt_obj_hash_free). `clean`:
     the ghost flag, when the caller has just computed it for this system."""
     if clean is None:
-        clean = w.cr.clean and is_clean(w)
+        clean = w.cr.clean and is_clean(w, v)
     cr = w.cr._replace(phase=FAILED, error=code, objhash=(), ghost=(), clean=clean)
     return _finished(cr)
 
@@ -63,21 +64,37 @@ def _finished(cr: Cr) -> World:
     return World((), (), (), 0, cr._replace(ext_steps=0))
 
 
-def is_clean(w: World, outside: set[tuple[int, int]] | None = None) -> int:
+def unsupported(w: World, v: Variant, f: int, direct: bool = True) -> bool:
+    """Whether the design refuses file `f` whatever outside tasks hold: no ->checkpoint, an
+    owner, no name (unlinked), in-flight SCM_RIGHTS (in its queue, or itself only in flight:
+    `direct` False), or, in CRIU, a pipe in packet mode."""
+    file = w.files[f]
+    if file.kind == TIMERFD and not v.timerfd_dumped:
+        return True
+    if file.owner and not v.owner_dumped:
+        return True
+    if file.path <= -2 and not v.unlinked_dumped:
+        return True
+    if (file.rcvq or not direct) and not v.scm_dumped:
+        return True
+    return v.refuse_pipe_direct and file.kind in PIPE_KINDS and bool(file.f_flags & O_DIRECT)
+
+
+def is_clean(w: World, v: Variant, outside: set[tuple[int, int]] | None = None) -> int:
     """Ghost bookkeeping for the completeness spec: 1 when no object the container uses (its
     tables, the files it holds or its epolls watch, what they are on) is referenced from
-    outside, and every such file is one the design supports (has ->checkpoint, no owner,
-    no in-flight SCM_RIGHTS). `outside`: `outside_refs(w)`, if the caller has it."""
+    outside, and every such file is one the design supports (`unsupported`). `outside`:
+    `outside_refs(w)`, if the caller has it."""
     files = w.files
-    # The files its tables hold: with none of them a socket holding files in flight, these
-    # are all it holds (model.world.held_files).
     direct = {slot_file(s) for t in w.tasks if t.inside for s in w.tables[t.table] if s != EMPTY}
-    used = set(direct)
-    for f in direct:
-        file = files[f]
-        if file.kind == TIMERFD or file.owner or file.rcvq:
+    # Where files in flight are refused, a socket holding some is unsupported, so the tables'
+    # files are all the container holds; where they are dumped, they count as held too.
+    held = held_files(w, 1) if v.scm_dumped else direct
+    used = set(held)
+    for f in held:
+        if unsupported(w, v, f, f in direct):
             return 0
-        for tf, _ in file.epitems:
+        for tf, _ in files[f].epitems:
             used.add(tf)
     mine: set[tuple[int, int]] = {(OBJ_FILE_TABLE, t.table) for t in w.tasks if t.inside}
     for f in used:
@@ -116,9 +133,9 @@ def freeze(w: World, v: Variant) -> World:
     tasks = tuple(t._replace(frozen=1) if t.inside else t for t in w.tasks)
     w = w._replace(tasks=tasks)
     if v.full_container:
-        return w._replace(cr=Cr(FROZEN, clean=is_clean(w)))
+        return w._replace(cr=Cr(FROZEN, clean=is_clean(w, v)))
     out = outside_refs(w)
-    return w._replace(cr=Cr(FROZEN, clean=is_clean(w, out), ghost=tuple(sorted(out))))
+    return w._replace(cr=Cr(FROZEN, clean=is_clean(w, v, out), ghost=tuple(sorted(out))))
 
 
 class _ObjHash:
@@ -198,7 +215,7 @@ def collect(w: World, v: Variant) -> World:
     # The counts the contained check compares later are only as good as the references they
     # were taken from: an fd table an unfrozen task also holds can change after this step.
     if v.tables_checked_at_collect and any(e.objtype == OBJ_FILE_TABLE for e in _leaks(w, v)):
-        return _fail(w, EBUSY)
+        return _fail(w, v, EBUSY)
     return w
 
 
@@ -228,9 +245,9 @@ def contained(w: World, v: Variant) -> World:
     record (ground truth of what outside tasks reference now) is taken for the specs."""
     out = outside_refs(w)
     cr = w.cr
-    clean = cr.clean and is_clean(w, out)
+    clean = cr.clean and is_clean(w, v, out)
     if v.contained_check and _leaks(w, v):
-        return _fail(w, EBUSY, clean)
+        return _fail(w, v, EBUSY, clean)
     return w._replace(cr=cr._replace(phase=CHECKED, ghost=tuple(sorted(out)), clean=clean))
 
 
@@ -273,20 +290,23 @@ def write(w: World, v: Variant) -> World:
                         epolls.append(f)
                 cloexec = written_files[f] if v.cloexec_per_file else slot_cloexec(s)
                 image.append(FdRec(3, fd, fref, cloexec))
+        if v.scm_dumped:
+            _write_queues(w, v, image, written_files, add)
         for ep in epolls:  # the deferred queue
             for tf, fd in w.files[ep].epitems:
                 tref = h.objref(OBJ_FILE, tf)
                 if not tref:
                     raise _CkptError(EBUSY)  # epoll target with no objref
                 image.append(EpRec(5, h.objref(OBJ_FILE, ep), tref, fd))
+        _criu_pairs(w, v, written_files)
     except _CkptError as e:
-        return _fail(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), e.code)
+        return _fail(w._replace(cr=w.cr._replace(objhash=tuple(h.entries))), v, e.code)
     # A reference taken after the contained check and dropped before the re-check after the
     # write is seen by neither: only a comparison made as the objects are written sees it.
     if v.check_at_write:
         hashed = w._replace(cr=w.cr._replace(objhash=tuple(h.entries)))
         if _leaks(hashed, v):
-            return _fail(hashed, EBUSY)
+            return _fail(hashed, v, EBUSY)
 
     # Ghost bookkeeping for the specs: which written objects outside tasks referenced at the
     # check (or the freeze, in subtree mode) and which they reference now.
@@ -313,6 +333,41 @@ def write(w: World, v: Variant) -> World:
     return w._replace(cr=cr)
 
 
+def _write_queues(w: World, v: Variant, image: list, written_files: dict[int, int], add) -> None:
+    """CRIU (sk-queue.c, dump_scm_rights): each message in flight on a dumped socket is saved
+    with the files it carries, which are dumped like any other (so a socket in flight has its
+    own queue saved in turn)."""
+    todo = [f for f in written_files if w.files[f].kind == UNIX]
+    while todo:
+        s = todo.pop(0)
+        for x in w.files[s].rcvq:
+            xref = add(OBJ_FILE, x)
+            if x not in written_files:
+                written_files[x] = 0
+                image.append(_file_record(w, v, x, xref, add))
+                if w.files[x].kind == UNIX:
+                    todo.append(x)
+            image.append(QueueRec(R_QUEUE, add(OBJ_FILE, s), xref))
+
+
+def _criu_pairs(w: World, v: Variant, written_files: dict[int, int]) -> None:
+    """CRIU's checks once every file is dumped: a unix socket whose peer was not dumped is
+    "External socket is used" (sk-unix.c; other holders of a dumped pair are not looked at);
+    a pty slave whose master is open but was not dumped is "slave peer ... without
+    correspond master peer" (tty.c; a hung-up slave, master closed, is dumped)."""
+    dumped = set(written_files)
+    for f in written_files:
+        file = w.files[f]
+        if v.refuse_external_unix and file.kind == UNIX:
+            p = _peer(w, f)
+            if p >= 0 and p not in dumped:
+                raise _CkptError(EBUSY)
+        if v.refuse_unpaired_slave and file.kind == PTS:
+            masters = {g for g, m in enumerate(w.files) if m.kind == PTMX and m.obj == file.obj}
+            if masters and not masters & dumped:
+                raise _CkptError(EBUSY)
+
+
 class _CkptError(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
@@ -321,10 +376,14 @@ class _CkptError(Exception):
 def _file_record(w: World, v: Variant, f: int, fref: int, add) -> FileRec:
     """f_op->checkpoint of one file; raises _CkptError where the design refuses it."""
     file = w.files[f]
-    if file.kind == TIMERFD:
+    if file.kind == TIMERFD and not v.timerfd_dumped:  # CRIU: timerfd.c dumps it
         raise _CkptError(EBADF)  # f_op lacks checkpoint
-    if file.owner:
+    if file.owner and not v.owner_dumped:  # CRIU: files.c saves a fown entry
         raise _CkptError(EBUSY)  # F_SETOWN owner
+    if file.path <= -2 and not v.unlinked_dumped:  # CRIU: files-reg.c link-remap, ghost file
+        raise _CkptError(EBADF)  # checkpoint_fname: the file is unlinked
+    if v.refuse_pipe_direct and file.kind in PIPE_KINDS and file.f_flags & O_DIRECT:
+        raise _CkptError(EOPNOTSUPP)  # CRIU pipes.c: "packetized mode ... not supported"
     obj_ref = peer_ref = 0
     if file.kind in PIPE_KINDS:
         obj_ref = add(OBJ_INODE, file.obj)
@@ -337,32 +396,24 @@ def _file_record(w: World, v: Variant, f: int, fref: int, add) -> FileRec:
         if any(g.kind == PTMX and g.obj == file.obj for g in w.files):
             peer_ref = add(OBJ_TTY, file.obj * 2)
     elif file.kind == UNIX:
-        if file.rcvq:
+        if file.rcvq and not v.scm_dumped:
             raise _CkptError(EBUSY)  # af_unix: pass fd (in-flight SCM_RIGHTS)
         p = _peer(w, f)
-        if v.refuse_external_unix and p >= 0 and any(
-            not t.inside and p in _table_files(w, t.table) for t in w.tasks
-        ):
-            raise _CkptError(EBUSY)  # CRIU: external socket is used
         obj_ref = add(OBJ_SOCK, f)
         peer_ref = add(OBJ_SOCK, p) if p >= 0 else 0
     return FileRec(
         R_FILE, fref, file.kind, file.f_flags, file.f_mode, file.f_pos, file.path, obj_ref,
-        peer_ref,
+        peer_ref, file.owner if v.owner_dumped else 0,
     )
-
-
-def _table_files(w: World, table: int) -> set[int]:
-    return {slot_file(s) for s in w.tables[table] if s != EMPTY}
 
 
 def visited(w: World, v: Variant) -> World:
     """ckpt_obj_visited: every hashed object must have been written, else -EBUSY. The fixed
     variant also runs the contained check again, closing the window after the first one."""
     if v.visited_check and any(not e.visited for e in w.cr.objhash):
-        return _fail(w, EBUSY)
+        return _fail(w, v, EBUSY)
     if v.recheck_after_write and _leaks(w, v):
-        return _fail(w, EBUSY)
+        return _fail(w, v, EBUSY)
     return _finished(w.cr._replace(phase=DONE, objhash=()))
 
 
@@ -376,14 +427,18 @@ def leaks(w: World, v: Variant) -> list[tuple[int, ObjEntry, int]]:
 # The Variant knobs each step reads (helpers included): variants that agree on them get the
 # same result from the step on every state, so a family of variants computes it once per
 # class (model.system.CrFamily). tests/test_family.py checks these against the reads made.
+# `unsupported` (and so `is_clean`, which the freeze, the check and every failing step run)
+_CLEAN_READS = frozenset({"timerfd_dumped", "owner_dumped", "unlinked_dumped", "scm_dumped",
+                          "refuse_pipe_direct"})
 READS: dict[str, frozenset[str]] = {
-    "freeze": frozenset({"full_container"}),
+    "freeze": frozenset({"full_container"}) | _CLEAN_READS,
     "collect": frozenset({"users_start", "collect_every", "epoll_counts_targets",
                           "pipe_ref_users", "skip_uncheckpointable",
-                          "tables_checked_at_collect"}),
-    "contained": frozenset({"contained_check", "pipe_ref_users"}),
+                          "tables_checked_at_collect"}) | _CLEAN_READS,
+    "contained": frozenset({"contained_check", "pipe_ref_users"}) | _CLEAN_READS,
     "write": frozenset({"users_start", "full_container", "skip_uncheckpointable",
                         "cloexec_per_file", "refuse_external_unix", "check_at_write",
-                        "pipe_ref_users"}),
-    "visited": frozenset({"visited_check", "recheck_after_write", "pipe_ref_users"}),
+                        "pipe_ref_users", "refuse_unpaired_slave"}) | _CLEAN_READS,
+    "visited": frozenset({"visited_check", "recheck_after_write", "pipe_ref_users"})
+    | _CLEAN_READS,
 }

@@ -14,7 +14,7 @@ from typing import Any
 from model.actions import ACTIONS
 from model.flags import ACC_NAMES, FLAG_NAMES, O_APPEND, O_NONBLOCK, O_RDONLY, O_RDWR, flags_str
 
-KINDS = ("reg", "pipe", "pty", "epoll", "unix", "timerfd")
+KINDS = ("reg", "pipe", "pty", "epoll", "unix", "timerfd", "fifo", "unlinked")
 # Environment actions (declared in model.actions); those of a file kind come with the kind.
 ENV_ACTIONS = tuple(ACTIONS)
 KIND_ACTIONS = {k: tuple(a.name for a in ACTIONS.values() if a.kind == k) for k in KINDS}

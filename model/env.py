@@ -25,6 +25,7 @@ from model.flags import (
     O_ASYNC,
     O_DIRECT,
     O_LARGEFILE,
+    O_NONBLOCK,
     O_RDONLY,
     O_RDWR,
     O_WRONLY,
@@ -49,6 +50,7 @@ from model.state import (
     slot,
     slot_cloexec,
     slot_file,
+    unlinked,
 )
 from model.world import live_files, normalize, table_users
 
@@ -415,6 +417,56 @@ def sys_recvmsg(w: World, t: int, sockfd: int) -> tuple[Outcome, World]:
     return ("ok", (free[0],)), _set_slots(w, t, {free[0]: f * 2})
 
 
+# --- names: FIFOs and unlink ----------------------------------------------------------------
+
+PIPE_OF_ACC = {O_RDONLY: PIPE_R, O_WRONLY: PIPE_W, O_RDWR: PIPE_RW}
+
+
+def _fifo_obj(w: World, k: int) -> int:
+    """The pipe of FIFO q<k> while a file is open on it (the inode's pipe_inode_info goes
+    with its last file), else -1."""
+    return next((f.obj for f in w.files if f.kind in PIPE_KINDS and f.path == k), -1)
+
+
+def _fifo_wait(w: World, obj: int, acc: int, nonblock: int) -> str:
+    """fs/pipe.c fifo_open on a FIFO: "" when the open succeeds at once; "ENXIO" for a
+    non-blocking writer with no reader; "BLOCKS" when it would wait for a partner (a reader
+    without writers, a writer without readers, both blocking)."""
+    ends = [f.kind for f in w.files if obj >= 0 and f.obj == obj]
+    readers = any(k in (PIPE_R, PIPE_RW) for k in ends)
+    writers = any(k in (PIPE_W, PIPE_RW) for k in ends)
+    if acc == O_RDONLY and not writers and not nonblock:
+        return "BLOCKS"
+    if acc == O_WRONLY and not readers:
+        return "ENXIO" if nonblock else "BLOCKS"
+    return ""
+
+
+def sys_open_fifo(w: World, t: int, k: int, acc: int, flags: int) -> tuple[Outcome, World]:
+    """open("q<k>", acc | flags) of a named pipe: a pipe end with the name, on the FIFO's
+    pipe (a new one when no file is open on it); O_LARGEFILE added as for any open."""
+    o = _fifo_obj(w, k)
+    why = _fifo_wait(w, o, acc, flags & O_NONBLOCK)
+    if why:
+        return err(why, w)
+    f = File(PIPE_OF_ACC[acc], k, o if o >= 0 else _new_obj(w), acc | flags | O_LARGEFILE,
+             acc_fmode(acc), 0, 0)
+    return _install_new(w, t, [f])
+
+
+def sys_unlink(w: World, t: int, fifo: int, p: int) -> tuple[Outcome, World]:
+    """unlink("f<p>") (`fifo` 0) or unlink("q<p>") (1), then the name made again (an empty
+    file, a new FIFO): the files open on the old inode keep it, nameless (`unlinked`)."""
+    def on_name(f: File) -> bool:
+        return f.path == p and (f.kind in PIPE_KINDS if fifo else f.kind == REG)
+
+    if not any(on_name(f) for f in w.files):
+        return OK0, w
+    gone = unlinked(p)
+    return OK0, w._replace(files=tuple(f._replace(path=gone) if on_name(f) else f
+                                       for f in w.files))
+
+
 def sys_reopen(w: World, t: int, target: int, fd: int, acc: int) -> tuple[Outcome, World]:
     """open("/proc/<target>/fd/<fd>", acc): a NEW open file on the same object (offset 0, flags
     from this open, O_LARGEFILE added); how sharing with an outsider arises without fork."""
@@ -426,8 +478,12 @@ def sys_reopen(w: World, t: int, target: int, fd: int, acc: int) -> tuple[Outcom
     if src.kind == REG:
         new = File(REG, src.path, -1, acc | O_LARGEFILE, fmode | FMODE_LSEEK, 0, 0)
     elif src.kind in PIPE_KINDS:
-        kind = {O_RDONLY: PIPE_R, O_WRONLY: PIPE_W, O_RDWR: PIPE_RW}[acc]
-        new = File(kind, -1, src.obj, acc | O_LARGEFILE, fmode, 0, 0)
+        # a FIFO's inode (named, or unlinked) opens as a FIFO: it may wait for a partner;
+        # a pipefs pipe's never does
+        why = _fifo_wait(w, src.obj, acc, 0) if src.path != -1 else ""
+        if why:
+            return err(why, w)
+        new = File(PIPE_OF_ACC[acc], src.path, src.obj, acc | O_LARGEFILE, fmode, 0, 0)
     elif src.kind == PTS:
         if not any(g.kind == PTMX and g.obj == src.obj for g in w.files):
             return err("EIO", w)  # the master is closed: the pty is hung up
@@ -464,6 +520,8 @@ SYSCALLS = {
     "sendmsg": sys_sendmsg,
     "recvmsg": sys_recvmsg,
     "timerfd": sys_timerfd,
+    "open_fifo": sys_open_fifo,
+    "unlink": sys_unlink,
 }
 
 
@@ -546,6 +604,7 @@ _WHEN: dict[str, Callable[[_Offer], bool]] = {
     "socketpair": lambda o: o.nfree >= 2,
     "epoll_create": lambda o: o.nfree > 0,
     "timerfd": lambda o: o.nfree > 0,
+    "open_fifo": lambda o: o.nfree > 0,
 }
 
 
@@ -566,6 +625,8 @@ _KEEP: dict[str, Callable[[_Offer, tuple], bool]] = {
     "reopen": lambda o, a: o.files[_fd_file(o.w, a[0], a[1])].kind in REOPENABLE,
     "fork": lambda o, a: _room(o, a[0]),
     "clone_files": lambda o, a: _room(o, a[0]),
+    "unlink": lambda o, a: any(f.path == a[1] and (f.kind in PIPE_KINDS if a[0] else f.kind == REG)
+                               for f in o.files),
 }
 
 

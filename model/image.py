@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from model.flags import O_RDWR
 
-R_TASK, R_TABLE, R_FD, R_FILE, R_EPITEM = 1, 2, 3, 4, 5
+R_TASK, R_TABLE, R_FD, R_FILE, R_EPITEM, R_QUEUE = 1, 2, 3, 4, 5, 6
 
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC = 0o100, 0o200, 0o400, 0o1000
 OPEN_ONLY_FLAGS = O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC
@@ -50,6 +50,7 @@ class FileRec(NamedTuple):
     path: int
     obj_ref: int
     peer_ref: int
+    owner: int = 0  # CRIU saves the F_SETOWN owner (a fown entry); Linux-CR refuses one
 
 
 class EpRec(NamedTuple):
@@ -59,6 +60,15 @@ class EpRec(NamedTuple):
     ep_ref: int
     target_ref: int
     fd: int
+
+
+class QueueRec(NamedTuple):
+    """One SCM_RIGHTS message in flight on a socket's receive queue (CRIU only), written after
+    the tasks, in queue order; a file only in flight has its record just before."""
+
+    rec: int
+    sock_ref: int
+    file_ref: int
 
 
 # Image mutations a test or the model checker applies before restart ("hostile images").

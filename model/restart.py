@@ -24,7 +24,7 @@ from model.flags import (
     O_WRONLY,
     acc_fmode,
 )
-from model.image import OPEN_ONLY_FLAGS, R_EPITEM, R_FD, R_FILE, R_TABLE, R_TASK
+from model.image import OPEN_ONLY_FLAGS, R_EPITEM, R_FD, R_FILE, R_QUEUE, R_TABLE, R_TASK
 from model.state import (
     EMPTY,
     EPOLL,
@@ -47,10 +47,9 @@ from model.state import (
     Task,
     World,
     slot,
-    slot_file,
 )
 from model.variants import Variant
-from model.world import f_count, normalize, observe
+from model.world import f_count, normalize, observe, observed_files
 
 EINVAL, EMFILE, ENOMSG, EBADF = errno.EINVAL, errno.EMFILE, errno.ENOMSG, errno.EBADF
 PIPE_ACC = {PIPE_R: O_RDONLY, PIPE_W: O_WRONLY, PIPE_RW: O_RDWR}
@@ -122,7 +121,13 @@ class _Restorer:
         elif kind in PIPE_KINDS:  # do_pipe_flags: a new pipe, or the other end of one
             o = self.shared_obj(OBJ_INODE, r.obj_ref, 0)
             pacc = PIPE_ACC[kind]
-            f = File(kind, -1, o, pacc, acc_fmode(pacc), 0, 0)
+            # CRIU (pipes.c): an end with O_LARGEFILE came from /proc and is reopened through
+            # /proc/self/fd with its saved flags, so it keeps the bit. A FIFO is opened by its
+            # name (Linux-CR fifo_file_restore; CRIU fifo.c), and open() adds the bit.
+            large = r.f_flags & O_LARGEFILE if v.pipe_reopen_flags else 0
+            if r.path != -1:
+                large = O_LARGEFILE
+            f = File(kind, r.path, o, pacc | large, acc_fmode(pacc), 0, 0)
         elif kind == PTMX:
             o = self.shared_obj(OBJ_TTY, r.obj_ref, r.peer_ref)
             f = File(PTMX, -1, o, acc | O_LARGEFILE, acc_fmode(acc), 0, 0)
@@ -134,9 +139,11 @@ class _Restorer:
             f = File(UNIX, -1, o, O_RDWR, FMODE_READ | FMODE_WRITE, 0, 0)
         elif kind == EPOLL:
             f = File(EPOLL, -1, -1, O_RDWR, FMODE_READ | FMODE_WRITE, 0, 0)
-        else:  # TIMERFD: a valid f_type with no restore method
+        else:  # TIMERFD: a valid f_type with no restore method in Linux-CR
             assert kind == TIMERFD
-            raise RestartError(EINVAL)
+            if not v.timerfd_dumped:
+                raise RestartError(EINVAL)
+            f = File(TIMERFD, -1, -1, O_RDWR, FMODE_READ | FMODE_WRITE, 0, 0)  # timerfd.c
         # restore_file_common: F_SETFL, then the f_mode rule, then lseek
         if v.setfl == "mask":
             code, f = setfl_file(f, r.f_flags & CKPT_SETFL_MASK)
@@ -158,6 +165,8 @@ class _Restorer:
             f = f._replace(f_pos=r.f_pos)
         if v.flags_reread and (r.f_flags & CKPT_SETFL_MASK) & ~f.f_flags:
             raise RestartError(EINVAL)  # CRIU: a flag was dropped
+        if v.owner_dumped and r.owner:
+            f = f._replace(owner=1)  # CRIU files.c: rst_file_params -> restore_fown
         self.define(r.objref, OBJ_FILE, len(self.files))
         self.files.append(f)
         self.image_fmode.append(r.f_mode)
@@ -209,6 +218,18 @@ class _Restorer:
                 if e.kind != EPOLL:
                     raise RestartError(EINVAL)
                 self.files[ep] = e._replace(epitems=tuple(sorted(e.epitems + ((target, r.fd),))))
+            elif r[0] == R_FILE and self.v.scm_dumped:
+                self.restore_file(r)  # a file only in flight (CRIU)
+            elif r[0] == R_QUEUE and self.v.scm_dumped:
+                # CRIU sk-queue.c: the message is sent again, so the socket's queue holds it
+                sock = self.fetch(r.sock_ref, OBJ_FILE)
+                x = self.fetch(r.file_ref, OBJ_FILE)
+                if sock is None or x is None:
+                    continue
+                s = self.files[sock]
+                if s.kind != UNIX:
+                    raise RestartError(EINVAL)
+                self.files[sock] = s._replace(rcvq=s.rcvq + (x,))
             else:
                 raise RestartError(EINVAL)  # a record where none of its type may stand
 
@@ -250,7 +271,8 @@ def restart(image: tuple, v: Variant, max_fds: int) -> tuple[int, tuple, tuple]:
     obs = observe(w, list(range(len(w.tasks))))
     extra = 1 if v.restart_keeps_ref else 0
     files = tuple(
-        (f_count(w, f) + extra, rs.image_fmode[tagged.files[f].path]) for f in _file_order(w)
+        (f_count(w, f) + extra, rs.image_fmode[tagged.files[f].path])
+        for f in observed_files(w, list(range(len(w.tasks))))
     )
     return code, obs, files
 
@@ -259,16 +281,5 @@ def restart(image: tuple, v: Variant, max_fds: int) -> tuple[int, tuple, tuple]:
 READS: frozenset[str] = frozenset({
     "setfl", "fmode_check", "restore_largefile", "restore_pos", "flags_reread", "type_check",
     "share_tables", "new_file_per_fd", "partial_restore", "restart_keeps_ref",
+    "owner_dumped", "scm_dumped", "timerfd_dumped", "pipe_reopen_flags",
 })
-
-
-def _file_order(w: World) -> list[int]:
-    seen: dict[int, None] = {}
-    for t in w.tasks:
-        for s in w.tables[t.table]:
-            if s != EMPTY:
-                seen.setdefault(slot_file(s), None)
-    return list(seen)
-
-
-

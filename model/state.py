@@ -47,11 +47,17 @@ OBJ_KINDS = PIPE_KINDS | PTY_KINDS | {UNIX}
 EMPTY = -1  # an unused descriptor slot
 
 
+def unlinked(path: int) -> int:
+    """`File.path` of a file whose name was unlinked while it was open (its inode lives on,
+    nameless): -2 - p for name p, so -1 still means "no name" and the old name is kept."""
+    return -2 - path
+
+
 class File(NamedTuple):
     """An open file description (`struct file`)."""
 
     kind: int
-    path: int  # path index for REG, -1 otherwise
+    path: int  # name index: f<p> for REG, q<p> for a named pipe (FIFO); -1 none; `unlinked(p)`
     obj: int  # referenced object (pipe inode / pty pair / socket pair), -1 for none
     f_flags: int  # as F_GETFL reports: access mode | status flags | O_LARGEFILE
     f_mode: int  # FMODE_READ | FMODE_WRITE | FMODE_LSEEK

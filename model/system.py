@@ -10,12 +10,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from model import checkpoint
 from model.actions import ACTIONS
 from model.config import Config
 from model.env import apply, env_actions, initial_world
-from model.flags import flags_str, fmode_str
+from model.flags import (
+    O_ACCMODE,
+    O_ASYNC,
+    O_LARGEFILE,
+    SETFL_MASK,
+    flags_str,
+    fmode_str,
+)
 from model.image import TAMPERS, tamper
 from model.restart import READS as RESTART_READS
 from model.restart import restart
@@ -24,10 +32,12 @@ from model.state import (
     COLLECTED,
     DONE,
     EMPTY,
+    FAILED,
     FROZEN,
     KIND_NAMES,
     OBJ_NAMES,
     PHASE_NAMES,
+    REG,
     RESTARTED,
     WRITTEN,
     World,
@@ -46,6 +56,70 @@ def code_version() -> str:
     for p in sorted(Path(__file__).parent.glob("*.py")):
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+class ScriptOutcome(NamedTuple):
+    """How a scripted run ended: the checkpoint's errno (0: it wrote an image), then the
+    restart's errno, the inside tasks when the image was written and the restored tasks
+    (observations, `model.world.observe`)."""
+
+    error: int
+    rst_error: int = 0
+    snapshot: tuple = ()
+    restored: tuple = ()
+
+
+def run_script(actions: tuple, v: Variant, max_fds: int) -> ScriptOutcome:
+    """Environment `actions` from the initial world (each must succeed), then a checkpoint
+    with no outside step while it runs, then restart from its image: one scenario."""
+    w = initial_world(max_fds)
+    for a in actions:
+        out, w = apply(w, a)
+        if out[0] != "ok":
+            raise ValueError(f"{format_action(a)} failed: {out[1]}")
+    w = checkpoint.freeze(w, v)
+    steps = ([checkpoint.collect, checkpoint.contained] if v.full_container else []) + [
+        checkpoint.write, checkpoint.visited]
+    for step in steps:
+        w = step(w, v)
+        if w.cr.phase == FAILED:
+            return ScriptOutcome(w.cr.error)
+    code, obs, _ = restart(w.cr.image, v, max_fds)
+    return ScriptOutcome(0, code, w.cr.snapshot, obs)
+
+
+# What a restore can get wrong, by name (the aspects CRIU's zdtm tests check one by one).
+ASPECTS = ("fds", "cloexec", "flags", "O_LARGEFILE", "offsets", "sharing", "kinds", "paths",
+           "peers", "epoll", "owner", "queue")
+
+
+def restore_differences(snapshot: tuple, restored: tuple) -> tuple[str, ...]:
+    """The `ASPECTS` in which the restored tasks differ from the tasks when the image was
+    written; ("fds",) alone when the tasks or their descriptor numbers differ."""
+    (snap_t, snap_f), (rest_t, rest_f) = snapshot, restored
+    if [[d[0] for d in fds] for _, fds in snap_t] != [[d[0] for d in fds] for _, fds in rest_t]:
+        return ("fds",)
+    settable = O_ACCMODE | SETFL_MASK | O_ASYNC
+    out: set[str] = set()
+    if [tg for tg, _ in snap_t] != [tg for tg, _ in rest_t]:
+        out.add("sharing")
+    for (_, fds), (_, fds2) in zip(snap_t, rest_t, strict=True):
+        for (_, c, g), (_, c2, g2) in zip(fds, fds2, strict=True):
+            if c != c2:
+                out.add("cloexec")
+            if g != g2:
+                out.add("sharing")
+    for f, f2 in zip(snap_f, rest_f, strict=False):
+        kind, flags, _, pos, path, og, items, owner, rcvq = f
+        kind2, flags2, _, pos2, path2, og2, items2, owner2, rcvq2 = f2
+        checks = {"kinds": kind != kind2, "flags": (flags ^ flags2) & settable,
+                  "O_LARGEFILE": (flags ^ flags2) & O_LARGEFILE, "offsets": pos != pos2,
+                  "paths": path != path2, "peers": og != og2, "epoll": items != items2,
+                  "owner": owner != owner2, "queue": rcvq != rcvq2}
+        out.update(k for k, bad in checks.items() if bad)
+    if len(snap_f) != len(rest_f):
+        out.add("queue")
+    return tuple(a for a in ASPECTS if a in out)
 
 
 class CrModel:
@@ -265,8 +339,8 @@ def format_action(a: tuple) -> str:
 
 def _file_text(f) -> str:
     parts = [KIND_NAMES[f.kind]]
-    if f.path >= 0:
-        parts.append(f"f{f.path}")
+    if f.path != -1:
+        parts.append(path_name(f.kind, f.path))
     parts += [flags_str(f.f_flags), f"mode={fmode_str(f.f_mode)}", f"pos={f.f_pos}"]
     if f.obj >= 0:
         parts.append(f"obj={f.obj}")
@@ -277,6 +351,12 @@ def _file_text(f) -> str:
     if f.rcvq:
         parts.append("in-flight=" + ",".join(f"file{x}" for x in f.rcvq))
     return " ".join(parts)
+
+
+def path_name(kind: int, path: int) -> str:
+    """`f0` for a regular file, `q0` for a FIFO, `f0 (deleted)` once unlinked."""
+    p = path if path >= 0 else -2 - path
+    return f"{'f' if kind == REG else 'q'}{p}" + (" (deleted)" if path < -1 else "")
 
 
 def describe(w: World) -> dict[str, str]:
@@ -348,7 +428,7 @@ def _observation_text(label: str, obs: tuple) -> dict[str, str]:
     d: dict[str, str] = {}
     for i, (tg, fds) in enumerate(tasks):
         for fd, cloexec, g in fds:
-            kind, flags, mode, pos, path, og, items = files[g]
+            kind, flags, mode, pos, path, og, items = files[g][:7]
             text = f"file #{g} {KIND_NAMES.get(kind, kind)} {flags_str(flags)} pos={pos}"
             if og >= 0:
                 text += f" object #{og}"

@@ -28,7 +28,14 @@ class Variant:
     # lets that task change the container's references after collect (close, then exec)
     tables_checked_at_collect: bool = False
     skip_uncheckpointable: bool = False  # silently leave out files without ->checkpoint
-    refuse_external_unix: bool = False  # CRIU: a unix socket whose peer is outside is refused
+    # CRIU's own rules (the CRIU source file that has each is named where the model reads it)
+    refuse_external_unix: bool = False  # a dumped unix socket whose peer was not dumped
+    owner_dumped: bool = False  # F_SETOWN owner saved and restored (no -EBUSY)
+    scm_dumped: bool = False  # in-flight SCM_RIGHTS files saved, restored into the queue
+    timerfd_dumped: bool = False  # timerfd has a dump and restore method
+    refuse_pipe_direct: bool = False  # a pipe in packet mode (O_DIRECT) is refused
+    refuse_unpaired_slave: bool = False  # a pty slave whose live master was not dumped
+    unlinked_dumped: bool = False  # an open file whose name is gone: link-remap / ghost file
     # --- restart ---
     setfl: Literal["mask", "none"] = "mask"  # F_SETFL with f_flags & CKPT_SETFL_MASK, or skip
     cloexec_per_file: bool = False  # close-on-exec kept per file, not per descriptor
@@ -40,8 +47,15 @@ class Variant:
     share_tables: bool = True  # a task with a known table objref adopts the table
     restore_largefile: bool = False  # set O_LARGEFILE as the image says (restart is in-kernel)
     flags_reread: bool = False  # CRIU: re-read F_GETFL after restore, fail if a flag dropped
+    pipe_reopen_flags: bool = False  # CRIU: pipe ends reopened with their saved flags
     restart_keeps_ref: bool = False  # the restart objhash's reference is never dropped
     base: str = ""  # a mutant's correct variant: its bug must break a spec `base` satisfies
+
+
+# The knobs of CRIU's own rules (each named with its CRIU source file where the model reads it).
+CRIU_RULES = ("refuse_external_unix", "owner_dumped", "scm_dumped", "timerfd_dumped",
+              "refuse_pipe_direct", "refuse_unpaired_slave", "unlinked_dumped",
+              "pipe_reopen_flags")
 
 
 def knobs(v: Variant) -> dict[str, object]:
@@ -72,9 +86,15 @@ VARIANTS: dict[str, Variant] = {
                 doc="CHECKPOINT_SUBTREE: no collect, no contained check (no leak detection)",
                 full_container=False),
         replace(LINUXCR, name="criu", kind="policy",
-                doc="CRIU's policy: no refcount leak check, external pipes dumped silently, "
-                "external unix sockets refused, flags re-read after restore",
-                full_container=False, refuse_external_unix=True, flags_reread=True),
+                doc="CRIU 4.2's rules: no refcount leak check, external pipes dumped silently; "
+                "a unix socket whose peer is not dumped, a pipe in packet mode (O_DIRECT) and "
+                "a pty slave whose master is not dumped refused; owners, in-flight SCM_RIGHTS "
+                "files, timerfds and unlinked files dumped and restored; pipe ends reopened "
+                "with their saved flags; flags re-read after restore",
+                full_container=False, refuse_external_unix=True, flags_reread=True,
+                owner_dumped=True, scm_dumped=True, timerfd_dumped=True, unlinked_dumped=True,
+                refuse_pipe_direct=True, refuse_unpaired_slave=True,
+                pipe_reopen_flags=True),
         replace(LINUXCR, name="fixed", kind="fixed",
                 doc="every gap closed: pipes leak-checked, epoll targets not over-counted, "
                 "fd tables shared across the boundary refused at collect, counts compared "

@@ -469,7 +469,8 @@ def project(w: World) -> dict:
             if f.kind == EPOLL:
                 epoll[f"{ti}:{fd}"] = sorted(fd2 for _, fd2 in f.epitems)
             key = f"{ti}:{fd}"
-            kinds[key] = KIND_NAMES[f.kind]
+            # a file whose name was unlinked: /proc/PID/fd/N reads "... (deleted)"
+            kinds[key] = KIND_NAMES[f.kind] + (" (deleted)" if f.path < -1 else "")
             fmode[key] = f.f_mode & 3  # FMODE_READ | FMODE_WRITE
             if f.kind == REG:
                 paths[key] = f.path
@@ -493,13 +494,34 @@ def project(w: World) -> dict:
 # Observation: the id-free, hashable view of some tasks that restore must reproduce
 
 
+def observed_files(w: World, task_ids: list[int]) -> list[int]:
+    """The files an observation of these tasks covers, first encounter first: their
+    descriptors (tasks in order, ascending fd), then the files in flight in the queues of
+    those sockets (breadth-first, as a dump that saves SCM_RIGHTS messages meets them)."""
+    order: dict[int, None] = {}
+    for ti in task_ids:
+        for s in w.tables[w.tasks[ti].table]:
+            if s != EMPTY:
+                order.setdefault(s >> 1, None)
+    files = list(order)
+    i = 0
+    while i < len(files):
+        for x in w.files[files[i]].rcvq:
+            if x not in order:
+                order[x] = None
+                files.append(x)
+        i += 1
+    return files
+
+
 def observe(w: World, task_ids: list[int]) -> tuple:
     """`(tasks, files)` for the given tasks, every internal id replaced by its first-encounter
     number: tasks = ((table_group, ((fd, cloexec, file_group), ...)), ...) and
-    files = ((kind, f_flags, f_mode, f_pos, path, obj_group, epitems), ...) where epitems are
-    (target file_group or -1 for a file outside these tasks, fd)."""
+    files = ((kind, f_flags, f_mode, f_pos, path, obj_group, epitems, owner, rcvq), ...) where
+    epitems are (target file_group or -1 for a file outside these tasks, fd) and rcvq the
+    file_groups in flight in a socket's queue (`observed_files` gives the group order)."""
     tmap: dict[int, int] = {}
-    fmap: dict[int, int] = {}
+    fmap = {f: g for g, f in enumerate(observed_files(w, task_ids))}
     tasks = []
     for ti in task_ids:
         t = w.tasks[ti]
@@ -507,7 +529,7 @@ def observe(w: World, task_ids: list[int]) -> tuple:
         fds = []
         for fd, s in enumerate(w.tables[t.table]):
             if s != EMPTY:
-                fds.append((fd, slot_cloexec(s), fmap.setdefault(slot_file(s), len(fmap))))
+                fds.append((fd, slot_cloexec(s), fmap[slot_file(s)]))
         tasks.append((tg, tuple(fds)))
     omap: dict[int, int] = {}
     files = []
@@ -515,7 +537,8 @@ def observe(w: World, task_ids: list[int]) -> tuple:
         f = w.files[fi]
         og = -1 if f.obj == -1 else omap.setdefault(f.obj, len(omap))
         items = tuple(sorted((fmap.get(tf, -1), fd) for tf, fd in f.epitems))
-        files.append((f.kind, f.f_flags, f.f_mode, f.f_pos, f.path, og, items))
+        rcvq = tuple(fmap[x] for x in f.rcvq)
+        files.append((f.kind, f.f_flags, f.f_mode, f.f_pos, f.path, og, items, f.owner, rcvq))
     return (tuple(tasks), tuple(files))
 
 

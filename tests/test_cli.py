@@ -38,6 +38,7 @@ def small(tmp_path: Path) -> Path:
         (["check", "--config", "missing.toml"], "not found"),
         (["check", "--engine", "nope"], "'nope' is not one of"),
         (["check", "--engine", "z3", "--spec", "restart_succeeds"], "does not encode"),
+        (["check", "--engine", "z3", "--variant", "criu"], "does not encode variant 'criu'"),
         (["check", "--engine", "z3", "--proof-size", "1,2"], "INSIDE,OUTSIDE,FDS,FILES"),
         (["check", "--engine", "z3", "--proof-size", "0,1,1,1"], "at least 1"),
         (["check", "--engine", "z3", "--max-states", "5"], "belong to the explicit engine"),

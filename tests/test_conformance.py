@@ -130,7 +130,7 @@ WEIGHTS: dict[str, int] = {
     "open": 3, "close": 2, "dup": 1, "dup2": 2, "setfl": 3, "setfd": 1, "setown": 2,
     "lseek": 2, "fork": 1, "clone_files": 1, "exec": 2, "exit": 2, "reopen": 3, "pipe": 1,
     "openpty": 1, "epoll_create": 1, "epoll_add": 3, "epoll_del": 4, "socketpair": 1,
-    "sendmsg": 3, "recvmsg": 4, "timerfd": 1,
+    "sendmsg": 3, "recvmsg": 4, "timerfd": 1, "open_fifo": 3, "unlink": 1,
 }
 KIND_LIST = [k for k, n in WEIGHTS.items() for _ in range(n)]
 
@@ -465,9 +465,36 @@ def _epoll_ctl(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int)
     return (kind, t, ep, cands[b % len(cands)])
 
 
+def _blocks(w: World, act: Action) -> bool:
+    """The model says this open of a FIFO would wait for a partner."""
+    return apply(w, act)[0] == ("err", "BLOCKS")
+
+
+def _reopen_now(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    """A reopen that would wait (a FIFO end alone) is made read-write: a waiting open costs
+    the guard's 2 s, so random runs leave it to the fixed sequences."""
+    act = _reopen(w, kind, t, mode, sub, a, b)
+    return act[:4] + (O_RDWR,) if _blocks(w, act) else act
+
+
+def _open_fifo(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    act = ACTIONS["open_fifo"].make(t, path=sub % NPATHS, acc=ACCESS[a % 3],
+                                    oflags=_bits(b, (O_NONBLOCK, O_APPEND)))
+    if _blocks(w, act):  # not in random runs (see _reopen_now)
+        if mode == ODD:  # non-blocking instead: a reader succeeds, a writer gets ENXIO
+            return act[:4] + (act[4] | O_NONBLOCK,)
+        return act[:3] + (O_RDWR, act[4])
+    return act
+
+
+def _unlink(w: World, kind: str, t: int, mode: int, sub: int, a: int, b: int) -> Action:
+    return ACTIONS["unlink"].make(t, fifo=sub % 2, path=b % NPATHS)
+
+
 _SPECIAL: dict[str, Callable[..., Action]] = {
     "open": _open, "close": _close, "dup2": _dup2, "setfl": _setfl, "recvmsg": _recvmsg,
-    "reopen": _reopen, "sendmsg": _sendmsg, "epoll_add": _epoll_ctl, "epoll_del": _epoll_ctl,
+    "reopen": _reopen_now, "sendmsg": _sendmsg, "epoll_add": _epoll_ctl,
+    "epoll_del": _epoll_ctl, "open_fifo": _open_fifo, "unlink": _unlink,
 }
 
 
@@ -696,6 +723,33 @@ def test_model_conforms_to_kernel(request: pytest.FixtureRequest) -> None:
 # --------------------------------------------------------------------------------------------
 
 KNOWN: dict[str, list[Action]] = {
+    "FIFO: a reader or writer alone waits, a non-blocking writer alone gets ENXIO": [
+        ("open_fifo", 0, 0, O_RDONLY, 0),
+        ("open_fifo", 0, 0, O_WRONLY, O_NONBLOCK),
+        ("open_fifo", 0, 0, O_WRONLY, 0),
+        ("open_fifo", 0, 0, O_RDONLY, O_NONBLOCK),
+        ("open_fifo", 0, 0, O_WRONLY, O_APPEND),
+        ("close", 0, 0),
+        ("open_fifo", 0, 0, O_RDONLY, 0),
+        ("open_fifo", 0, 1, O_RDWR, 0),
+        ("reopen", 0, 0, 2, O_WRONLY),
+        ("close", 0, 1),
+        ("close", 0, 2),
+        ("reopen", 0, 0, 0, O_RDONLY),
+    ],
+    "unlinked names: open files keep the old inode, the name is a new one": [
+        ("open", 0, 0, O_RDWR, 0, 0),
+        ("open_fifo", 0, 1, O_RDWR, 0),
+        ("fork", 0, 1),
+        ("unlink", 0, 0, 0),
+        ("unlink", 1, 1, 1),
+        ("open", 1, 0, O_RDONLY, 0, 0),
+        ("open_fifo", 1, 1, O_RDONLY, O_NONBLOCK),
+        ("open_fifo", 1, 1, O_WRONLY, O_NONBLOCK),
+        ("reopen", 1, 0, 0, O_RDONLY),
+        ("reopen", 0, 1, 1, O_WRONLY),
+        ("unlink", 0, 0, 0),
+    ],
     "epoll_del on a regular file is EPERM": [
         ("open", 0, 0, O_RDWR, 0, 0),
         ("epoll_create", 0),

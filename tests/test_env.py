@@ -840,7 +840,7 @@ def test_config_default_base_and_roundtrip() -> None:
         ({"inside_tasks": True}, "inside_tasks"),
         ({"offsets": 9}, "offsets"),
         ({"env_steps": -1}, "env_steps"),
-        ({"kinds": ["reg", "fifo"]}, "kinds"),
+        ({"kinds": ["reg", "socket"]}, "kinds"),
         ({"kinds": "reg"}, "kinds"),
         ({"disabled": ["fly"]}, "disabled"),
         ({"access_modes": ["O_RDWR", "O_EXEC"]}, "access_modes"),

@@ -66,7 +66,8 @@ reopened O_RDWR through /proc), ptmx, pts, epoll, unix, timerfd, other; ``fmode`
 ``{"t:fd": FMODE_READ|FMODE_WRITE bits}``, probed by a read and a write of 0 bytes (only
 EBADF says the mode lacks the bit; a 0-byte read or write changes nothing, on these kinds);
 ``paths``: ``{"t:fd": i}`` for regular
-files, i the index of the file ``f{i}`` with the descriptor's (st_dev, st_ino), -1 for none;
+files, i the index of the file ``f{i}`` with the descriptor's (st_dev, st_ino), -2 - i for the
+inode ``f{i}`` named before an ``unlink``, -1 for none;
 ``inq``: ``{"t:fd": bytes}`` for unix sockets, the receive queue's unread bytes (sock_diag
 UNIX_DIAG_RQLEN: one per message here). Which files are in flight in a queue is not read: only
 recvmsg(MSG_PEEK) shows them, and it installs new descriptors of them in the peeking process
@@ -225,8 +226,10 @@ def _validate_static(action: tuple[Any, ...], npaths: int) -> None:
     for p in fdpos:
         if not 0 <= args[p] < MODEL_FDS:
             raise ValueError(f"descriptor outside 0..{MODEL_FDS - 1}: {action!r}")
-    if action[0] == "open" and not 0 <= args[1] < npaths:
+    if action[0] in ("open", "open_fifo") and not 0 <= args[1] < npaths:
         raise ValueError(f"path index out of range: {action!r}")
+    if action[0] == "unlink" and not (args[1] in (0, 1) and 0 <= args[2] < npaths):
+        raise ValueError(f"unlink wants (task, fifo 0|1, path index): {action!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,11 +306,10 @@ class _Session:
 
     def start(self, npaths: int, file_size: int) -> None:
         self.tmp = tempfile.mkdtemp(prefix="crmodel-kdriver-")
+        self.file_size = file_size
         for i in range(npaths):
-            with open(os.path.join(self.tmp, f"f{i}"), "wb") as f:
-                f.write(bytes((97 + i + j) % 256 for j in range(file_size)))
-            st = os.stat(os.path.join(self.tmp, f"f{i}"))
-            self.paths[(st.st_dev, st.st_ino)] = i
+            self._make_name(0, i)
+            self._make_name(1, i)
         rc, rw = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.root_sock = rc  # closed by close()
         tc, tw = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -333,6 +335,20 @@ class _Session:
             raise
         self.tasks.append(task0)
         self.pgid = task0.pid
+
+    def _make_name(self, fifo: int, i: int) -> None:
+        """Regular file f<i> (with `file_size` bytes) or FIFO q<i> in the scratch folder."""
+        if fifo:
+            os.mkfifo(os.path.join(self.tmp, f"q{i}"), 0o644)
+            return
+        name = os.path.join(self.tmp, f"f{i}")
+        old = next((k for k, v in self.paths.items() if v == i), None)
+        if old is not None:  # unlinked: files still open on the old inode are nameless
+            self.paths[old] = -2 - i
+        with open(name, "wb") as f:
+            f.write(bytes((97 + i + j) % 256 for j in range(self.file_size)))
+        st = os.stat(name)
+        self.paths[(st.st_dev, st.st_ino)] = i
 
     def _wait_exit(self, pidfd: int, deadline: float) -> bool:
         p = select.poll()
@@ -490,6 +506,15 @@ class _Session:
             return self.call(t, "reopen", path, acc, min(2.0, self.timeout / 4))
         if name == "timerfd":
             return self.call(t, "timerfd")
+        if name == "open_fifo":  # may wait for a partner: the guarded open
+            path, acc, flags = a
+            return self.call(t, "reopen", os.path.join(self.tmp, f"q{path}"), acc | flags,
+                             min(2.0, self.timeout / 4))
+        if name == "unlink":  # a name, not a descriptor: the driver does it for the task
+            fifo, path = a
+            os.unlink(os.path.join(self.tmp, f"{'q' if fifo else 'f'}{path}"))
+            self._make_name(fifo, path)
+            return ("ok", 0)
         if name == "_sleep":
             return self.call(t, "sleep", a[0])
         raise ValueError(f"unknown action {action!r}")
@@ -624,7 +649,7 @@ class _Session:
                 fds[fd] = {"flags": d["flags"], "cloexec": d["cloexec"], "pos": d["pos"]}
                 kinds[key] = d["kind"]
                 fmode[key] = d["fmode"]
-                if d["kind"] == "reg":
+                if d["kind"] in ("reg", "reg (deleted)"):
                     paths[key] = d["path"]
                 if d["kind"] == "unix":
                     inq[key] = d["inq"]
@@ -656,7 +681,13 @@ class _Session:
         import stat as st_mod
 
         mode = st.st_mode
-        if link.startswith("pipe:"):
+        # a regular file or FIFO whose name was unlinked while it was open (a hung-up pty
+        # slave's /dev/pts node goes too, but the model tells those apart by the tty)
+        if link.endswith(" (deleted)") and (st_mod.S_ISREG(mode) or st_mod.S_ISFIFO(mode)):
+            kind, obj = _Session._classify(link[: -len(" (deleted)")], st, flags, tty_index,
+                                           where)
+            return kind + " (deleted)", obj
+        if link.startswith("pipe:") or st_mod.S_ISFIFO(mode):
             acc = flags & O_ACCMODE
             kind = {0: "pipe_r", 1: "pipe_w"}.get(acc, "pipe_rw")
             return kind, ("pipe", st.st_dev, st.st_ino)
