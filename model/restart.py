@@ -210,28 +210,33 @@ class _Restorer:
                     left -= 1
                     self.install(r, installed)
             elif r[0] == R_EPITEM:
-                ep = self.fetch(r.ep_ref, OBJ_FILE)
-                target = self.fetch(r.target_ref, OBJ_FILE)
-                if ep is None or target is None:
-                    continue
-                e = self.files[ep]
-                if e.kind != EPOLL:
-                    raise RestartError(EINVAL)
-                self.files[ep] = e._replace(epitems=tuple(sorted(e.epitems + ((target, r.fd),))))
+                pair = self.fetch_on(r.ep_ref, EPOLL, r.target_ref)
+                if pair:
+                    e, target = pair
+                    self.files[e] = self.files[e]._replace(
+                        epitems=tuple(sorted(self.files[e].epitems + ((target, r.fd),))))
             elif r[0] == R_FILE and self.v.scm_dumped:
                 self.restore_file(r)  # a file only in flight (CRIU)
             elif r[0] == R_QUEUE and self.v.scm_dumped:
                 # CRIU sk-queue.c: the message is sent again, so the socket's queue holds it
-                sock = self.fetch(r.sock_ref, OBJ_FILE)
-                x = self.fetch(r.file_ref, OBJ_FILE)
-                if sock is None or x is None:
-                    continue
-                s = self.files[sock]
-                if s.kind != UNIX:
-                    raise RestartError(EINVAL)
-                self.files[sock] = s._replace(rcvq=s.rcvq + (x,))
+                pair = self.fetch_on(r.sock_ref, UNIX, r.file_ref)
+                if pair:
+                    s, x = pair
+                    self.files[s] = self.files[s]._replace(rcvq=self.files[s].rcvq + (x,))
             else:
                 raise RestartError(EINVAL)  # a record where none of its type may stand
+
+    def fetch_on(self, holder_ref: int, kind: int, file_ref: int) -> tuple[int, int] | None:
+        """The files of a record that puts one file on another (an epoll item, a message in
+        a queue): the holder must be of `kind` (-EINVAL); None where the type check is off
+        and an objref named something else."""
+        holder = self.fetch(holder_ref, OBJ_FILE)
+        x = self.fetch(file_ref, OBJ_FILE)
+        if holder is None or x is None:
+            return None
+        if self.files[holder].kind != kind:
+            raise RestartError(EINVAL)
+        return holder, x
 
     def install(self, r, installed: set[int]) -> None:
         """Install the file at its descriptor (lowest free, then dup2 to the saved number)

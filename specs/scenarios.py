@@ -44,6 +44,9 @@ _PTY_LF = {"linuxcr": "the slave from openpty() lacks O_LARGEFILE, reopened by n
            "(the test does not check it)", "criu": "the same: CRIU 4.2 showed it on this kernel",
            "fixed": "restart sets O_LARGEFILE as saved"}
 
+_PIPE_LF = {"linuxcr": "the ends reopened through /proc have O_LARGEFILE, the rebuilt pipe "
+            "has not (the test checks O_NONBLOCK only)",
+            "criu": "pipes.c reopens them through /proc/self/fd: the bit stays"}
 _UNLINKED = {"linuxcr": "checkpoint_fname refuses a file whose name is gone", "fixed":
              "as linuxcr", "criu": "files-reg.c saves it as a link-remap or ghost file and "
              "restores it nameless"}
@@ -115,9 +118,7 @@ SCENARIOS: tuple[Scenario, ...] = (
          ("reopen", 1, 1, 1, O_WRONLY), ("setfl", 1, 1, O_NONBLOCK)),
         {"linuxcr": "ok", "criu": "ok", "fixed": "ok"},
         checks=("fds", "flags", "sharing", "peers"),
-        why={"linuxcr": "the ends reopened through /proc have O_LARGEFILE, the rebuilt pipe "
-             "has not (the test checks O_NONBLOCK only)",
-             "criu": "pipes.c reopens them through /proc/self/fd: the bit stays"},
+        why=_PIPE_LF,
     ),
     Scenario(
         "pipe02", "pipe02",
@@ -126,9 +127,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (IN, ("pipe", 1), ("reopen", 1, 1, 0, O_RDONLY), ("setfl", 1, 2, O_NONBLOCK)),
         {"linuxcr": "ok", "criu": "ok", "fixed": "ok"},
         checks=("fds", "flags", "sharing", "peers"),
-        why={"linuxcr": "the ends reopened through /proc have O_LARGEFILE, the rebuilt pipe "
-             "has not (the test checks O_NONBLOCK only)",
-             "criu": "pipes.c reopens them through /proc/self/fd: the bit stays"},
+        why=_PIPE_LF,
     ),
     Scenario(
         "pipe_largefile", "",
