@@ -373,7 +373,8 @@ def findings(rows: Mapping[str, Mapping[str, object]]) -> str:
 def split_findings(text: str) -> dict[str, str]:
     """The page's variant sections by name (what `findings_section` produced)."""
     parts = text.split("\n## ")
-    return {p.split("\n", 1)[0]: "## " + p.rstrip("\n") + "\n" for p in parts[1:]}
+    return {p.split("\n", 1)[0]: "## " + p.rstrip("\n") + "\n" for p in parts[1:]
+            if p.split("\n", 1)[0] in VARIANTS}  # the header's scenario table is no variant
 
 
 def run_findings(jobs: int = 2) -> dict[str, dict[str, object]]:
