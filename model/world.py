@@ -502,7 +502,7 @@ def observed_files(w: World, task_ids: list[int]) -> list[int]:
     for ti in task_ids:
         for s in w.tables[w.tasks[ti].table]:
             if s != EMPTY:
-                order.setdefault(s >> 1, None)
+                order.setdefault(slot_file(s), None)
     files = list(order)
     i = 0
     while i < len(files):

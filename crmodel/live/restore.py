@@ -39,7 +39,7 @@ from model.flags import (
     acc_fmode,
 )
 from model.image import OPEN_ONLY_FLAGS, R_EPITEM, R_FD, R_FILE, R_TABLE, R_TASK
-from model.state import EPOLL, PIPE_KINDS, PIPE_R, PIPE_RW, PIPE_W, PTMX, PTS, REG, UNIX
+from model.state import EPOLL, PIPE_KINDS, PIPE_R, PIPE_RW, PIPE_W, PTMX, PTS, REG, TIMERFD, UNIX
 from model.variants import Variant
 from model.world import observe
 
@@ -137,7 +137,9 @@ class _Restorer:
                         "w": _Held(task, self.park(task, wr))}
                 self.objs[r.obj_ref] = pipe
             end = pipe["w" if kind == PIPE_W else "r"]
-            if kind == PIPE_RW or (keep_lf and r.f_flags & O_LARGEFILE):
+            # CRIU (pipes.c) reopens an end that has O_LARGEFILE through /proc/self/fd
+            reopen_lf = keep_lf or self.v.pipe_reopen_flags
+            if kind == PIPE_RW or (reopen_lf and r.f_flags & O_LARGEFILE):
                 # reopened through /proc, as the saved file was: a new file on the same pipe
                 pid = self.sess.tasks[end.task].pid
                 return self.park(task, int(self.call(
@@ -173,6 +175,8 @@ class _Restorer:
             return self.here(task, pair["me"])
         if kind == EPOLL:
             return self.park(task, int(self.call(task, "epoll_create1")))
+        if kind == TIMERFD and self.v.timerfd_dumped:  # CRIU: timerfd.c
+            return self.park(task, int(self.call(task, "timerfd")))
         raise RestoreError(errno.EINVAL, f"f_type {kind}: no restore method")
 
     def restore_file(self, task: int, r) -> None:
