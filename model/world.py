@@ -546,19 +546,19 @@ def held_files(w: World, inside: int) -> set[int]:
     """Files the inside (or outside) tasks hold: through their tables, and in flight in the
     queues of sockets they hold."""
     out: set[int] = set()
-    todo = [
-        slot_file(s)
-        for t in w.tasks
-        if t.inside == inside
-        for s in w.tables[t.table]
-        if s != EMPTY
-    ]
+    tables = w.tables
+    for t in w.tasks:
+        if t.inside == inside:
+            for s in tables[t.table]:
+                if s != EMPTY:
+                    out.add(slot_file(s))
+    files = w.files
+    todo = [f for f in out if files[f].rcvq]
     while todo:
-        f = todo.pop()
-        if f in out:
-            continue
-        out.add(f)
-        todo.extend(w.files[f].rcvq)
+        for x in files[todo.pop()].rcvq:
+            if x not in out:
+                out.add(x)
+                todo.append(x)
     return out
 
 

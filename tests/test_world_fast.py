@@ -161,11 +161,23 @@ def plain_ref_users(w: World, objtype: int, ptr: int) -> int | None:
     return None
 
 
+def plain_held_files(w: World, inside: int) -> set[int]:
+    """What the inside (or outside) tasks' tables hold, and what is in flight in the queues
+    of the sockets among those, transitively."""
+    out = {s >> 1 for t in w.tasks if t.inside == inside for s in w.tables[t.table]
+           if s != EMPTY}
+    while True:
+        more = {x for f in out for x in w.files[f].rcvq} - out
+        if not more:
+            return out
+        out |= more
+
+
 def plain_is_clean(w: World, v: Variant = VARIANTS["linuxcr"]) -> int:
     """Nothing the inside tasks use (tables, held files, their epolls' targets, what those are
     on) is referenced from outside, and every held file is one the design supports (Linux-CR:
     in a table, checkpointable, with no owner and nothing in flight)."""
-    inside = held_files(w, 1)
+    inside = plain_held_files(w, 1)
     used = set(inside) | {tf for f in inside for tf, _ in w.files[f].epitems}
     mine = {(OBJ_FILE_TABLE, t.table) for t in w.tasks if t.inside}
     for f in used:
@@ -261,6 +273,8 @@ def test_counts_are_the_plain_definition(states: list[World],
         assert counts == [plain_ref_users(w, OBJ_FILE, f) for f in range(len(w.files))], w
         for e in w.cr.objhash if w.cr else ():
             assert ref_users(w, e.objtype, e.ptr) == plain_ref_users(w, e.objtype, e.ptr), w
+        for side in (0, 1):
+            assert held_files(w, side) == plain_held_files(w, side), w
         if any(t.inside for t in w.tasks):
             assert is_clean(w, v) == plain_is_clean(w, v), w
             assert is_clean(w, v, outside_refs(w)) == plain_is_clean(w, v), w
