@@ -291,14 +291,10 @@ def check(
     return Report(cfg, rows, explorations)
 
 
-class Terminated(KeyboardInterrupt):
-    """A second SIGTERM while variants run in parallel worker processes (exit 143)."""
-
-
 class _ForwardSignals:
     """While variants run in worker processes: Ctrl-C or SIGTERM sent to this process is
     passed on to the workers, which stop at their next check and return their figures (as a
-    single-process run does); a second one unwinds at once."""
+    single-process run does); a second one ends the run at once, workers killed."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -316,10 +312,14 @@ class _ForwardSignals:
         for child in multiprocessing.active_children():
             with contextlib.suppress(ProcessLookupError):
                 # A second signal ends the workers at once: one that caught it would finish
-                # its exploration and then wait for work forever, hanging the pool's exit.
+                # its exploration and then wait for work forever.
                 os.kill(child.pid, signal.SIGKILL if again else signum)  # type: ignore[arg-type]
         if again:
-            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+            # And this process too, without leaving the pool: a worker killed while holding
+            # the pool's queue lock would deadlock Pool.terminate().
+            what = "terminated" if signum == signal.SIGTERM else "interrupted"
+            os.write(2, f"crmodel: {what}\n".encode())
+            os._exit(128 + signum)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, prev in self.previous.items():

@@ -32,11 +32,7 @@ class _Group(click.Group):
             return super().main(*args, **kwargs)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        except (click.exceptions.Abort, KeyboardInterrupt) as e:
-            cause = e if isinstance(e, KeyboardInterrupt) else e.__cause__
-            if isinstance(cause, api.Terminated):
-                click.echo("crmodel: terminated", err=True)
-                sys.exit(143)
+        except (click.exceptions.Abort, KeyboardInterrupt):
             click.echo("crmodel: interrupted", err=True)
             sys.exit(130)
         except click.ClickException as e:

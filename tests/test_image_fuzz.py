@@ -15,9 +15,11 @@ and the errors seen are printed in the terminal summary (see conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -231,6 +233,23 @@ def test_written_images_restore_with_every_spec(variant: str) -> None:
             assert s.predicate(after), (variant, s.name, w.cr.image)
 
 
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis mixes literals of the modules loaded so far into its draws ("local
+    constants"), so the images would depend on which tests ran before in the process; with
+    none, CI fuzzes the same images on every run, whatever runs beside."""
+    from hypothesis.internal.conjecture import providers
+
+    saved = providers._get_local_constants
+    providers._get_local_constants = lambda: providers.Constants()
+    providers.CONSTANTS_CACHE.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = saved
+        providers.CONSTANTS_CACHE.cache.clear()
+
+
 def _fuzz(variants: tuple[str, ...], examples: int, phases: tuple = tuple(Phase)) -> None:
     pools = {v: images(v) for v in variants}
 
@@ -246,7 +265,8 @@ def _fuzz(variants: tuple[str, ...], examples: int, phases: tuple = tuple(Phase)
                 STATS["images"] += 1
                 STATS[check_restart(w, img, v)] += 1
 
-    run()
+    with _no_local_constants():
+        run()
 
 
 def test_fuzzed_images_rejected_or_restored(record_property: Any) -> None:
