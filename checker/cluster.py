@@ -58,6 +58,10 @@ def _import_ray(local: bool) -> Any:
         # other machines would use, and listens on every interface).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no report sent anywhere
+    if local:
+        # Ray starts its workers at nice 15: on a machine busy with other work they would
+        # get a fraction of a core each, however many there are.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         import ray
     except ImportError:
