@@ -19,6 +19,7 @@ from checker.cluster import ClusterError
 from checker.snapshot import SnapshotMismatch
 from crmodel import api
 from crmodel.interrupt import is_interrupt
+from crmodel.report import EXACT_PRESETS
 from crmodel.validate import one_line
 from specs import SPECS
 
@@ -197,7 +198,7 @@ def _print_report(out: Console, report: api.Report, show_traces: bool) -> None:
     if far:
         out.print(f"{len(far)} expected counterexamples or witnesses not reached at these "
                   "bounds (expectations are exact only on the presets "
-                  f"{', '.join(api.EXACT_PRESETS)}):")
+                  f"{', '.join(EXACT_PRESETS)}):")
         for r in far:
             what = "violation" if r.kind == "invariant" else "witness"
             out.print(f"  {r.variant} / {r.spec}: {what} not reached"

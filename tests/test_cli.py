@@ -55,7 +55,7 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], needle: str) -> None
 
 
 def test_bad_toml_values_name_the_key(tmp_path: Path) -> None:
-    for text, needle in [("max_fds = 99", "max_fds"), ("kinds = [\"fifo\"]", "kinds"),
+    for text, needle in [("max_fds = 99", "max_fds"), ("kinds = [\"socket\"]", "kinds"),
                          ("colour = 1", "unknown key 'colour'"), ("max_fds = ", "not valid TOML"),
                          ("open_flags = [[\"O_BOGUS\"]]", "O_BOGUS")]:
         p = tmp_path / "c.toml"
