@@ -8,13 +8,14 @@ Layout::
 
 The header says what the snapshot is for (the model's `fingerprint_salt()`, the properties,
 exact mode, the hash function) so that a snapshot of another run is refused from the header
-alone. The payload is decoded only once its length and checksum match, by an unpickler that
-admits no callable but a fixed list of containers (set, frozenset, array) and the model's
-own value types: named tuples and int enums already imported from the model's package. It
-never imports a module and never calls a function a file names, so a crafted snapshot cannot
-run code; the engine then checks the decoded structure before use. A field added to the
-engine's record needs no format work if it is built from ints, floats, strings, bytes, lists,
-tuples, dicts, sets, arrays and the model's named tuples and int enums.
+alone. The payload is decoded only once its length and checksum match. It is zlib-compressed
+JSON in which every container carries a tag (tuple, list, set, frozenset, dict, array, bytes,
+named tuple, int enum); nothing is unpickled. A named tuple or int enum is rebuilt only if its
+class is already imported from the model's packages and is such a value type, so decoding
+never imports a module and never calls anything but a value constructor; the engine then
+checks the decoded structure before use. A field added to the engine's record needs no format
+work if it is built from ints, floats, strings, bytes, lists, tuples, dicts, sets, arrays and
+the model's named tuples and int enums.
 
 Written atomically: to `.<name>.crmodel-tmp.<pid>` beside the target, then renamed. A process
 killed mid-write leaves that file behind; the next write to the same target removes leftovers
@@ -25,17 +26,17 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import io
 import json
 import os
-import pickle
 import sys
+import zlib
+from array import array
 from pathlib import Path
 from typing import Any
 
 MAGIC = b"CRMODEL-SNAPSHOT\n"
 # Bump when the layout of the header or the payload dict changes.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FORMAT_NAME = "checker-explicit-snapshot"
 MAX_HEADER = 1 << 16
 TMP_MARK = ".crmodel-tmp."
@@ -94,7 +95,7 @@ def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any],
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(p)
-    payload = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = encode_payload(data)
     head = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "hash": hash_identity(),
             **header, "payload_bytes": len(payload),
             "payload_sha256": hashlib.sha256(payload).hexdigest()}
@@ -174,12 +175,49 @@ def check_overwritable(path: str | os.PathLike[str], salt: str) -> None:
                                f"{str(head.get('salt'))!r:.120}); refusing to overwrite it")
 
 
-_CONTAINERS = {
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("array", "array"): __import__("array").array,
-    ("array", "_array_reconstructor"): __import__("array")._array_reconstructor,
-}
+# --- the payload codec: tagged JSON, no pickle ------------------------------------------------
+
+MAX_PAYLOAD_JSON = 1 << 34  # decompressed size cap: a zip bomb is refused, not expanded
+
+
+class PayloadError(ValueError):
+    """A payload that does not decode to admitted values."""
+
+
+def _encode(v: Any, names: dict[type, str]) -> Any:
+    if v is None or isinstance(v, bool | str | float):
+        return v
+    t = type(v)
+    if isinstance(v, enum.Enum) and isinstance(v, int):
+        return ["e", names.setdefault(t, f"{t.__module__}:{t.__qualname__}"), int(v)]
+    if t is int:
+        return v
+    if isinstance(v, tuple):
+        if hasattr(v, "_fields"):
+            name = names.setdefault(t, f"{t.__module__}:{t.__qualname__}")
+            return ["n", name, *[_encode(x, names) for x in v]]
+        return ["t", *[_encode(x, names) for x in v]]
+    if t is list:
+        return ["l", *[_encode(x, names) for x in v]]
+    if t is set or t is frozenset:
+        items = [_encode(x, names) for x in v]
+        items.sort(key=lambda x: json.dumps(x, sort_keys=True))  # the same bytes every run
+        return ["s" if t is set else "f", *items]
+    if t is dict:
+        return ["d", *[[_encode(k, names), _encode(x, names)] for k, x in v.items()]]
+    if t is array:
+        return ["a", v.typecode, v.tobytes().hex()]
+    if t is bytes:
+        return ["b", v.hex()]
+    if isinstance(v, int):
+        return int(v)
+    raise TypeError(f"a snapshot cannot hold a {t.__qualname__}")
+
+
+def encode_payload(data: dict[str, Any]) -> bytes:
+    """`data` as compressed tagged JSON (deterministic: sets are written sorted)."""
+    text = json.dumps(_encode(data, {}), separators=(",", ":"))
+    return zlib.compress(text.encode(), 6)
 
 
 def _value_type(obj: Any) -> bool:
@@ -191,25 +229,77 @@ def _value_type(obj: Any) -> bool:
     return issubclass(obj, int) and issubclass(obj, enum.Enum)
 
 
-class _DataUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, packages: tuple[str, ...]) -> None:
-        super().__init__(io.BytesIO(data))
+class _Decoder:
+    def __init__(self, packages: tuple[str, ...]) -> None:
         self.packages = packages
+        self.types: dict[str, type] = {}
 
-    def find_class(self, module: str, name: str) -> Any:
-        known = _CONTAINERS.get((module, name))
-        if known is not None:
-            return known
+    def cls(self, name: Any) -> Any:
+        if not isinstance(name, str):
+            raise PayloadError("a type name is not a string")
+        got = self.types.get(name)
+        if got is not None:
+            return got
+        module, _, qual = name.partition(":")
         mod = sys.modules.get(module)  # never import what a file names
-        top = module.split(".")[0]
-        if mod is not None and top in self.packages and name.isidentifier():
-            obj = vars(mod).get(name)
-            if _value_type(obj):
-                return obj
-        raise pickle.UnpicklingError(f"type {module}.{name:.60} is not admitted in a snapshot")
+        obj: Any = None
+        if mod is not None and module.split(".")[0] in self.packages:
+            obj = mod
+            for part in qual.split("."):
+                obj = vars(obj).get(part) if part.isidentifier() and hasattr(obj, "__dict__") \
+                    else None
+        if not _value_type(obj):
+            raise PayloadError(f"type {name:.80} is not admitted in a snapshot")
+        self.types[name] = obj
+        return obj
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent ids are not admitted in a snapshot")
+    def dec(self, v: Any) -> Any:
+        if not isinstance(v, list):
+            if isinstance(v, dict):
+                raise PayloadError("an untagged object")
+            return v
+        if not v or not isinstance(v[0], str):
+            raise PayloadError("an untagged list")
+        tag, rest = v[0], v[1:]
+        d = self.dec
+        if tag == "t":
+            return tuple(d(x) for x in rest)
+        if tag == "l":
+            return [d(x) for x in rest]
+        if tag == "s":
+            return {d(x) for x in rest}
+        if tag == "f":
+            return frozenset(d(x) for x in rest)
+        if tag == "d":
+            out = {}
+            for kv in rest:
+                if not (isinstance(kv, list) and len(kv) == 2):
+                    raise PayloadError("a dict entry is not a pair")
+                out[d(kv[0])] = d(kv[1])
+            return out
+        if tag == "n" and rest:
+            c = self.cls(rest[0])
+            vals = [d(x) for x in rest[1:]]
+            if len(vals) != len(c._fields):
+                raise PayloadError(f"{rest[0]:.80} with {len(vals)} fields")
+            return c(*vals)
+        if tag == "e" and len(rest) == 2 and type(rest[1]) is int:
+            return self.cls(rest[0])(rest[1])
+        if tag == "a" and len(rest) == 2 and rest[0] in tuple("bBhHiIlLqQfd") \
+                and isinstance(rest[1], str):
+            return array(rest[0], bytes.fromhex(rest[1]))
+        if tag == "b" and len(rest) == 1 and isinstance(rest[0], str):
+            return bytes.fromhex(rest[0])
+        raise PayloadError(f"unknown or malformed tag {tag!r:.20}")
+
+
+def decode_payload(payload: bytes, packages: tuple[str, ...]) -> Any:
+    """The values `encode_payload` wrote; PayloadError (or ValueError) for anything else."""
+    z = zlib.decompressobj()
+    text = z.decompress(payload, MAX_PAYLOAD_JSON)
+    if z.unconsumed_tail or not z.eof:
+        raise PayloadError("compressed payload too large or incomplete")
+    return _Decoder(packages).dec(json.loads(text))
 
 
 def read_snapshot(path: str | os.PathLike[str], salt: str,
@@ -232,7 +322,7 @@ def read_snapshot(path: str | os.PathLike[str], salt: str,
     if hashlib.sha256(payload).hexdigest() != digest:
         raise SnapshotMismatch(f"snapshot {path}: checksum mismatch (damaged or tampered)")
     try:
-        data = _DataUnpickler(payload, packages).load()
+        data = decode_payload(payload, packages)
     except RecursionError:
         raise SnapshotMismatch(f"snapshot {path}: payload nested too deeply") from None
     except Exception as e:  # noqa: BLE001  any decoding failure is a bad snapshot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -9,6 +10,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -329,9 +331,21 @@ def test_extended_refused(snap: Path) -> None:
 def test_well_checksummed_but_malformed_refused(snap: Path, change: dict) -> None:
     _, doc = checker.snapshot.read_snapshot(snap, _salt(snap), ("checker",))
     doc.update(change)
-    _rewrite(snap, pickle.dumps(doc))
+    _rewrite(snap, checker.snapshot.encode_payload(doc))
     with pytest.raises(SnapshotMismatch, match="malformed"):
         resume(snap)
+
+
+def test_missing_key_refused(snap: Path) -> None:
+    _, doc = checker.snapshot.read_snapshot(snap, _salt(snap), ("checker",))
+    del doc["coverage"]
+    _rewrite(snap, checker.snapshot.encode_payload(doc))
+    with pytest.raises(SnapshotMismatch, match="missing"):
+        resume(snap)
+
+
+def _json_payload(doc: object) -> bytes:
+    return zlib.compress(json.dumps(doc).encode())
 
 
 class _Evil:
@@ -342,36 +356,58 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_missing_key_refused(snap: Path) -> None:
-    _, doc = checker.snapshot.read_snapshot(snap, _salt(snap), ("checker",))
-    del doc["coverage"]
-    _rewrite(snap, pickle.dumps(doc))
-    with pytest.raises(SnapshotMismatch, match="missing"):
-        resume(snap)
-
-
-def test_crafted_pickle_runs_no_code(snap: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crafted_payload_runs_no_code(snap: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing in a snapshot is unpickled, and a type it names is never imported or called
+    unless it is an already-imported value type of the model's packages."""
     marker = tmp_path / "pwned"
-    # 1. a callable from the standard library
+    # 1. a pickle that would run a command, with a valid checksum: not even read as a pickle
     _rewrite(snap, pickle.dumps({"seen": _Evil(marker)}))
-    with pytest.raises(SnapshotMismatch, match="not admitted"):
+    with pytest.raises(SnapshotMismatch, match="payload refused"):
+        resume(snap)
+    _rewrite(snap, zlib.compress(pickle.dumps({"seen": _Evil(marker)})))
+    with pytest.raises(SnapshotMismatch, match="payload refused"):
         resume(snap)
     # 2. a module that runs code when imported: never imported
     (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass T: pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    _rewrite(snap, b"\x80\x04\x8c\x07evilmod\x8c\x01T\x93)R.")
+    _rewrite(snap, _json_payload(["d", [["n", "evilmod:T"], 1]]))
     with pytest.raises(SnapshotMismatch, match="not admitted"):
         resume(snap)
-    # 3. a function reached through an admitted package (a dotted name, a non-type)
-    for mod, name in [("checker.examples", "Counters.successors"), ("checker.snapshot", "os"),
-                      ("builtins", "eval"), ("checker.explicit", "explore")]:
-        _rewrite(snap, b"\x80\x04\x8c" + bytes([len(mod)]) + mod.encode() + b"\x8c"
-                 + bytes([len(name)]) + name.encode() + b"\x93)R.")
-        with pytest.raises(SnapshotMismatch, match="not admitted"):
+    # 3. a function or module reached through an admitted package, or a builtin
+    for name in ["checker.examples:Counters.successors", "checker.snapshot:os",
+                 "builtins:eval", "checker.explicit:explore", "checker.snapshot:_Decoder"]:
+        for tag in ("n", "e"):
+            _rewrite(snap, _json_payload(["d", ["seen", [tag, name, 1]]]))
+            with pytest.raises(SnapshotMismatch, match="not admitted"):
+                resume(snap)
+    # 4. untagged or malformed structures
+    for doc in [{"seen": 1}, ["x"], ["d", ["seen"]], ["a", "O", "00"], ["e", "m:T", "1"]]:
+        _rewrite(snap, _json_payload(doc))
+        with pytest.raises(SnapshotMismatch):
             resume(snap)
     assert not marker.exists()
     assert "evilmod" not in sys.modules
+
+
+def test_payload_codec_round_trip() -> None:
+    from array import array
+
+    from checker.examples import Counters  # noqa: F401  (its module must be imported)
+    from checker.snapshot import decode_payload, encode_payload
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    doc = {"a": (1, -2, 2**70, True, None, 1.5, "s", b"\x00\xff"), 3: [frozenset({1, 2}),
+           {(1, 2)}], "arr": array("I", [1, 2, 3]), (1, "k"): {}}
+    assert decode_payload(encode_payload(doc), ("checker",)) == doc
+    assert encode_payload(doc) == encode_payload(dict(doc))  # deterministic bytes
+    with pytest.raises(TypeError):
+        encode_payload({"f": lambda: 0})
+    # an enum defined outside the admitted packages is refused on the way back
+    with pytest.raises(ValueError, match="not admitted"):
+        decode_payload(encode_payload({"c": Color.RED}), ("checker",))
 
 
 def test_other_run_header_refused_before_decoding(snap: Path) -> None:
