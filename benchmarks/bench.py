@@ -1,7 +1,8 @@
 """Benchmark the explicit engine: per-state figures, the family exploration against one
 exploration per variant, and `make check` itself.
 
-    python benchmarks/bench.py [--sections states family make-check] [--presets tiny default]
+    python benchmarks/bench.py [--sections states profile family make-check]
+                               [--presets tiny default]
                                [--write docs/benchmarks.md]
 
 Each section prints its table as it is measured (Markdown); `--write` also writes every table,
@@ -11,8 +12,11 @@ fresh process, so that peak RSS is its own; figures measured while other jobs sh
 machine are noisy, which is why each section compares runs made back to back.
 
 Sections:
-- `states`: one variant (`--variant`): distinct states, states per second in one process,
-  peak memory, bytes per stored state, the reduction symmetry gives.
+- `states`: one variant (`--variant`): distinct states, states per second in one process
+  (per wall second and per CPU second), peak memory, bytes per stored state, the reduction
+  symmetry gives.
+- `profile`: one variant on tiny: the parts of a search (successors, canonical form,
+  fingerprint, properties) timed alone, and cProfile's top functions by own time.
 - `family`: all variants, each explored on its own (in turn, one process) against one family
   exploration (one process): states, seconds, ratio.
 - `make-check`: `crmodel check --config default` with all variants as `make check` runs it
@@ -63,9 +67,9 @@ def one_states(preset: str, variant: str, symmetry: str, memory: str) -> dict:
         # States as the transitions build them: ids in creation order, tasks unsorted.
         m.canonical = lambda s: s  # type: ignore[method-assign]
     props = api.properties(list(api.SPECS))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu(resource.RUSAGE_SELF)
     ex = checker.explore(m, props, stop_when_decided=False)
-    secs = time.perf_counter() - t0
+    secs, cpu_s = time.perf_counter() - t0, cpu(resource.RUSAGE_SELF) - c0
     out = {
         "preset": preset,
         "variant": variant,
@@ -75,6 +79,9 @@ def one_states(preset: str, variant: str, symmetry: str, memory: str) -> dict:
         "depth": ex.depth,
         "seconds": round(secs, 2),
         "states_per_s": round(ex.states / secs),
+        # CPU time: on a shared machine, wall time also counts the other jobs' turns
+        "cpu_seconds": round(cpu_s, 2),
+        "states_per_cpu_s": round(ex.states / cpu_s),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if memory == "1":
@@ -82,6 +89,72 @@ def one_states(preset: str, variant: str, symmetry: str, memory: str) -> dict:
         out["bytes_per_state_retained"] = round(b["retained"], 1)
         out["bytes_per_state_peak"] = round(b["peak"], 1)
     return out
+
+
+def one_profile(preset: str, variant: str) -> dict:
+    """Where one variant's time goes: the parts of a search timed alone (CPU time, on the
+    states the search expanded, recorded first), then cProfile's functions by own time."""
+    import cProfile
+    import gc
+    import pstats
+
+    import checker
+    from crmodel import api
+    from model.system import CrModel
+
+    m = CrModel(api.config(preset), api.VARIANTS[variant])
+    props = api.properties(list(api.SPECS))
+    expanded: list = []
+    successors = m.successors
+
+    def recording(s):  # type: ignore[no-untyped-def]
+        expanded.append(s)
+        return successors(s)
+
+    m.successors = recording  # type: ignore[method-assign]
+    ex = checker.explore(m, props, stop_when_decided=False)
+    m.successors = successors  # type: ignore[method-assign]
+    del expanded[ex.states:]  # the search expands each state once; the rest are trace replays
+    gc.disable()  # the parts hold every successor at once: no collector passes over them
+    clock = time.process_time
+    t = clock()
+    succ = [t2 for s in expanded for _, t2 in successors(s)]
+    parts = {"successors": clock() - t}
+    t = clock()
+    canon = [m.canonical(t2) for t2 in succ]
+    parts["canonical form"] = clock() - t
+    t = clock()
+    fps = [hash(c) for c in canon]
+    parts["fingerprint (hash)"] = clock() - t
+    first: dict = {}
+    for f, c in zip(fps, canon, strict=True):
+        first.setdefault(f, c)  # each state once, as the search checks it
+    new = list(first.values())
+    transitions = len(succ)
+    preds = [p.predicate for p in props]
+    t = clock()
+    for c in new:
+        for pred in preds:
+            pred(c)
+    parts["properties (all, every new state)"] = clock() - t
+    gc.enable()
+    del succ, canon, fps, new
+    prof = cProfile.Profile()
+    prof.enable()
+    checker.explore(m, props, stop_when_decided=False)
+    prof.disable()
+    st = pstats.Stats(prof)
+    total = st.total_tt  # type: ignore[attr-defined]
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:12]  # type: ignore[attr-defined]
+    def label(f: str, name: str) -> str:  # builtins carry an address: drop it
+        return f"{Path(f).stem}.{name}" if f != "~" else name.split(" at 0x")[0].rstrip(">") + ">"
+
+    top = [{"function": label(f, name), "calls": calls, "own_pct": round(100 * own / total, 1),
+            "total_pct": round(100 * cum / total, 1)}
+           for (f, _, name), (_, calls, own, cum, _) in rows]
+    return {"preset": preset, "variant": variant, "expanded": len(expanded),
+            "transitions": transitions,
+            "parts": {k: round(v, 3) for k, v in parts.items()}, "top": top}
 
 
 def one_family(preset: str, mode: str) -> dict:
@@ -142,7 +215,8 @@ def one_make_check(mode: str) -> dict:
 
 
 ONE: dict[str, Callable[..., dict]] = {
-    "states": one_states, "family": one_family, "make-check": one_make_check,
+    "states": one_states, "profile": one_profile, "family": one_family,
+    "make-check": one_make_check,
 }
 
 
@@ -160,18 +234,43 @@ def section_states(args: argparse.Namespace) -> list[str]:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     out = [f"### One variant ({args.variant}), one process", "",
-           "| preset | symmetry | states | states/s | seconds | peak MiB | bytes/state |",
-           "|---|---|---:|---:|---:|---:|---:|"]
+           "| preset | symmetry | states | states/s | seconds | states/CPU-s | CPU s | "
+           "peak MiB | bytes/state |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         bps = r.get("bytes_per_state_retained", "")
         out.append(f"| {r['preset']} | {r['symmetry']} | {r['states']:,} | "
-                   f"{r['states_per_s']:,} | {r['seconds']} | {r['peak_rss_mib']} | {bps} |")
+                   f"{r['states_per_s']:,} | {r['seconds']} | {r['states_per_cpu_s']:,} | "
+                   f"{r['cpu_seconds']} | {r['peak_rss_mib']} | {bps} |")
+    out += ["", "bytes/state: memory the search keeps per distinct state (its fingerprint, "
+            "parent index and transition index), measured with tracemalloc in a separate run."]
     by = {(r["preset"], r["symmetry"]): r for r in rows}
     for p in args.presets:
         if (p, True) in by and (p, False) in by:
             ratio = by[(p, False)]["states"] / by[(p, True)]["states"]
             out += ["", f"Symmetry reduction on {p}: {ratio:.2f}x fewer states "
                     f"({by[(p, False)]['states']:,} -> {by[(p, True)]['states']:,})."]
+    return out
+
+
+def section_profile(args: argparse.Namespace) -> list[str]:
+    r = child("profile", "tiny", args.variant)
+    print(json.dumps(r), file=sys.stderr, flush=True)
+    parts, n = r["parts"], r["transitions"]
+    whole = sum(parts.values())
+    out = [f"### Where the time goes: {args.variant} on tiny, one process", "",
+           f"Each part alone, on the {r['expanded']:,} states the search expanded and their "
+           f"{n:,} successors (CPU time, collector off):", "",
+           "| part | seconds | share | µs per transition |", "|---|---:|---:|---:|"]
+    for k, v in parts.items():
+        out.append(f"| {k} | {v:.2f} | {100 * v / whole:.0f}% | {1e6 * v / n:.2f} |")
+    out += ["", "The search itself under cProfile, functions by their own time (the profiler "
+            "inflates functions called often, and a collector pause counts for whichever "
+            "function allocated when it began):", "",
+            "| function | calls | own time | with callees |", "|---|---:|---:|---:|"]
+    for t in r["top"]:
+        out.append(f"| `{t['function']}` | {t['calls']:,} | {t['own_pct']}% | "
+                   f"{t['total_pct']}% |")
     return out
 
 
@@ -215,7 +314,8 @@ def section_make_check(args: argparse.Namespace) -> list[str]:
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
-    "states": section_states, "family": section_family, "make-check": section_make_check,
+    "states": section_states, "profile": section_profile, "family": section_family,
+    "make-check": section_make_check,
 }
 
 
