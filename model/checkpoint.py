@@ -290,8 +290,8 @@ def write(w: World, v: Variant) -> World:
                         epolls.append(f)
                 cloexec = written_files[f] if v.cloexec_per_file else slot_cloexec(s)
                 image.append(FdRec(3, fd, fref, cloexec))
-        if v.scm_dumped:
-            _write_queues(w, v, image, written_files, add)
+        if v.scm_dumped:  # an epoll only in flight has its items written too
+            epolls += _write_queues(w, v, image, written_files, add)
         for ep in epolls:  # the deferred queue
             for tf, fd in w.files[ep].epitems:
                 tref = h.objref(OBJ_FILE, tf)
@@ -333,11 +333,13 @@ def write(w: World, v: Variant) -> World:
     return w._replace(cr=cr)
 
 
-def _write_queues(w: World, v: Variant, image: list, written_files: dict[int, int], add) -> None:
+def _write_queues(w: World, v: Variant, image: list, written_files: dict[int, int],
+                  add) -> list[int]:
     """CRIU (sk-queue.c, dump_scm_rights): each message in flight on a dumped socket is saved
     with the files it carries, which are dumped like any other (so a socket in flight has its
     own queue saved in turn)."""
     todo = [f for f in written_files if w.files[f].kind == UNIX]
+    epolls: list[int] = []
     while todo:
         s = todo.pop(0)
         for x in w.files[s].rcvq:
@@ -347,7 +349,10 @@ def _write_queues(w: World, v: Variant, image: list, written_files: dict[int, in
                 image.append(_file_record(w, v, x, xref, add))
                 if w.files[x].kind == UNIX:
                     todo.append(x)
+                elif w.files[x].kind == EPOLL:
+                    epolls.append(x)
             image.append(QueueRec(R_QUEUE, add(OBJ_FILE, s), xref))
+    return epolls
 
 
 def _criu_pairs(w: World, v: Variant, written_files: dict[int, int]) -> None:

@@ -59,3 +59,14 @@ def test_each_criu_rule_decides_some_scenario() -> None:
             if (a.error, a.rst_error, a.restored) != (b.error, b.rst_error, b.restored):
                 changed.append(s.name)
         assert changed, knob
+
+
+def test_an_epoll_only_in_flight_keeps_its_items() -> None:
+    """An epoll in flight (sent over a socket and closed by the sender) watching a socket of
+    the container: criu dumps it with its items, so restart gives back its watch list (the
+    `deep` preset found it written without them)."""
+    acts = (("socketpair", 0), ("fork", 0, 1), ("epoll_create", 0), ("sendmsg", 0, 0, 2),
+            ("epoll_add", 0, 2, 0))
+    r = run_script(acts, VARIANTS["criu"], 3)
+    assert (r.error, r.rst_error) == (0, 0)
+    assert restore_differences(r.snapshot, r.restored) == ()
