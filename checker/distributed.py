@@ -48,7 +48,7 @@ from typing import Any
 
 from checker.model import ModelHooks, Property, hooks
 from checker.progress import ProgressInfo, as_progress
-from checker.result import Exploration, Result, StopReason
+from checker.result import Exploration, StopReason, coverage_by_name, property_results
 from checker.snapshot import (
     SnapshotMismatch,
     check_header,
@@ -676,41 +676,20 @@ class _Driver:
         return replay(self.h, self.inits[init], path, prop)
 
     def coverage(self, per_worker: Sequence[dict[Any, int]]) -> tuple[dict[str, int], list[str]]:
-        names = self.h.all_action_names
-        by_name: dict[str, int] = {nm: 0 for nm in names} if names is not None else {}
-        for cov in per_worker:
-            for a, cnt in cov.items():
-                nm = self.h.action_name(a)
-                by_name[nm] = by_name.get(nm, 0) + cnt
-        if names is None:
-            by_name = dict(sorted(by_name.items()))
-        never = [nm for nm in names if by_name.get(nm, 0) == 0] if names is not None else []
-        return by_name, never
+        return coverage_by_name((kv for cov in per_worker for kv in cov.items()),
+                                self.h.action_name, self.h.all_action_names)
 
     def exploration(self, stopped: StopReason | None, complete: bool,
                     max_depth: int | None) -> Exploration:
         seconds = self.elapsed()
         depth = max((i for i, c in enumerate(self.levels) if c), default=0)
-        results: list[Result] = []
-        for j, p in enumerate(self.props):
-            inv = p.kind == "invariant"
-            f = self.found.get(j)
-            if f is not None and stopped != "worker_lost":
-                results.append(Result(p.name, "violated" if inv else "reached",
-                                      states=f.states, transitions=f.transitions,
-                                      depth=f.level, seconds=f.seconds,
-                                      trace=self.trace(f, p), engine=ENGINE, kind=p.kind))
-                continue
-            if complete:
-                verdict = "holds" if inv else "unreached"
-                why = "state space exhausted" + (
-                    f" (no state deeper than max_depth={max_depth})" if max_depth else "")
-            else:
-                verdict, why = "unknown", self.reason(stopped, max_depth)
-            results.append(Result(p.name, verdict,  # type: ignore[arg-type]
-                                  states=self.states, transitions=self.transitions,
-                                  depth=depth, seconds=seconds, engine=ENGINE, reason=why,
-                                  kind=p.kind))
+        # No trace can be rebuilt through a lost worker's parent pointers.
+        found = {} if stopped == "worker_lost" else self.found
+        results = property_results(
+            self.props, found, self.trace, complete=complete,
+            reason="" if complete else self.reason(stopped, max_depth), max_depth=max_depth,
+            states=self.states, transitions=self.transitions, depth=depth, seconds=seconds,
+            engine=ENGINE)
         return Exploration(
             results=results, coverage={}, never_fired=[], states=self.states,
             transitions=self.transitions, depth=depth, seconds=seconds, complete=complete,

@@ -53,7 +53,7 @@ from typing import Any
 
 from checker.model import ModelHooks, Property, hooks
 from checker.progress import ProgressInfo, as_progress
-from checker.result import Exploration, Result, StopReason
+from checker.result import Exploration, StopReason, coverage_by_name, property_results
 from checker.snapshot import (
     SnapshotMismatch,
     check_payload,
@@ -577,53 +577,11 @@ class _Search:
         """The Exploration of model `h`, whose properties `found` decided (index -> where)."""
         seconds = self.seconds + (time.perf_counter() - self.t_run)
         reason = "" if complete else self.reason(stopped_by, max_depth)
-        results: list[Result] = []
-        for j, p in enumerate(self.props):
-            inv = p.kind == "invariant"
-            f = found.get(j)
-            if f is not None:
-                results.append(
-                    Result(
-                        p.name,
-                        "violated" if inv else "reached",
-                        states=f.states,
-                        transitions=f.transitions,
-                        depth=f.level,
-                        seconds=f.seconds,
-                        trace=self.trace_to(f.level, f.index, p, h),
-                        engine=ENGINE,
-                        kind=p.kind,
-                    )
-                )
-                continue
-            if complete:
-                verdict = "holds" if inv else "unreached"
-                why = "state space exhausted" + (
-                    f" (no state deeper than max_depth={max_depth})" if max_depth else ""
-                )
-            else:
-                verdict, why = "unknown", reason
-            results.append(
-                Result(
-                    p.name,
-                    verdict,  # type: ignore[arg-type]
-                    states=states,
-                    transitions=transitions,
-                    depth=depth,
-                    seconds=seconds,
-                    engine=ENGINE,
-                    reason=why,
-                    kind=p.kind,
-                )
-            )
-        names = h.all_action_names
-        by_name: dict[str, int] = {n: 0 for n in names} if names is not None else {}
-        for a, cnt in coverage:
-            nm = h.action_name(a)
-            by_name[nm] = by_name.get(nm, 0) + cnt
-        if names is None:
-            by_name = dict(sorted(by_name.items()))
-        never = [n for n in names if by_name.get(n, 0) == 0] if names is not None else []
+        results = property_results(
+            self.props, found, lambda f, p: self.trace_to(f.level, f.index, p, h),
+            complete=complete, reason=reason, max_depth=max_depth, states=states,
+            transitions=transitions, depth=depth, seconds=seconds, engine=ENGINE)
+        by_name, never = coverage_by_name(coverage, h.action_name, h.all_action_names)
         return Exploration(
             results=results,
             coverage=by_name,

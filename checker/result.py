@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +20,47 @@ StopReason = Literal[
 # Verdicts that mean "the property is fine" / "the property is not".
 PASSED: frozenset[str] = frozenset({"holds", "proved", "reached"})
 FAILED: frozenset[str] = frozenset({"violated", "unreached"})
+
+
+def property_results(props: Sequence[Any], found: dict[int, Any],
+                     trace: Callable[[Any, Any], Trace], *, complete: bool, reason: str,
+                     max_depth: int | None, states: int, transitions: int, depth: int,
+                     seconds: float, engine: str) -> list[Result]:
+    """One Result per property of a breadth-first run: those `found` decided (index -> an
+    object with level, states, transitions, seconds) at that moment with `trace(f, prop)`;
+    the rest `holds`/`unreached` when the run is `complete`, else `unknown` for `reason`."""
+    out: list[Result] = []
+    for j, p in enumerate(props):
+        inv = p.kind == "invariant"
+        f = found.get(j)
+        if f is not None:
+            out.append(Result(p.name, "violated" if inv else "reached", states=f.states,
+                              transitions=f.transitions, depth=f.level, seconds=f.seconds,
+                              trace=trace(f, p), engine=engine, kind=p.kind))
+            continue
+        if complete:
+            verdict: Verdict = "holds" if inv else "unreached"
+            why = "state space exhausted" + (
+                f" (no state deeper than max_depth={max_depth})" if max_depth else "")
+        else:
+            verdict, why = "unknown", reason
+        out.append(Result(p.name, verdict, states=states, transitions=transitions,
+                          depth=depth, seconds=seconds, engine=engine, reason=why,
+                          kind=p.kind))
+    return out
+
+
+def coverage_by_name(coverage: Iterable[tuple[Any, int]], action_name: Callable[[Any], str],
+                     names: Sequence[str] | None) -> tuple[dict[str, int], list[str]]:
+    """Transitions per action name (every declared name, zero included, in declared order;
+    else the names seen, sorted) and the declared names that never fired."""
+    by_name: dict[str, int] = {n: 0 for n in names} if names is not None else {}
+    for a, cnt in coverage:
+        nm = action_name(a)
+        by_name[nm] = by_name.get(nm, 0) + cnt
+    if names is None:
+        return dict(sorted(by_name.items())), []
+    return by_name, [n for n in names if by_name.get(n, 0) == 0]
 
 
 @dataclass
