@@ -208,8 +208,9 @@ def setfl_file(f: File, arg: int) -> tuple[int, File]:
 
 def sys_setfl(w: World, t: int, fd: int, arg: int) -> tuple[Outcome, World]:
     """fcntl F_SETFL: only O_APPEND|O_NONBLOCK|O_DIRECT|O_NOATIME change directly; O_ASYNC
-    only through ->fasync, which fails with ENOTTY on a hung-up pty slave; the access mode
-    and every other bit are ignored."""
+    only through ->fasync, which fails with ENOTTY on a hung-up pty slave and, turning
+    O_ASYNC on for a pty end, gives the file an owner; the access mode and every other bit
+    are ignored."""
     fi = _fd_file(w, t, fd)
     if fi < 0:
         return err("EBADF", w)
@@ -219,6 +220,8 @@ def sys_setfl(w: World, t: int, fd: int, arg: int) -> tuple[Outcome, World]:
         code = errno.ENOTTY  # tty_fasync() on a hung-up tty (after the O_DIRECT check)
     if code:
         return err(errno.errorcode[code], w)
+    if old.kind in (PTMX, PTS) and f.f_flags & ~old.f_flags & O_ASYNC and not f.owner:
+        f = f._replace(owner=1)  # tty_fasync(on) makes the caller the owner (__f_setown)
     if f is w.files[fi]:
         return OK0, w
     return OK0, _set_file(w, fi, f)

@@ -443,9 +443,12 @@ def _partition(groups: dict) -> list[list[list[int]]]:
 def project(w: World) -> dict:
     """Descriptors with F_GETFL, FD_CLOEXEC and offset per task; which descriptors share an
     open file; which tasks share a table; pipe/pty/socket pairing; epoll watch sets; kinds;
-    per descriptor the READ/WRITE bits of f_mode, which path a regular file is, and how many
-    messages a unix socket has in its queue. Not the F_SETOWN owner: F_GETOWN shows it only
-    while the owner process lives, and the model keeps only whether one was set."""
+    per descriptor the READ/WRITE bits of f_mode, which path a regular file is, whether the
+    file has an F_SETOWN owner (the driver keeps exited tasks as zombies, so F_GETOWN still
+    reads the owner), how many messages a unix socket has in its queue and which files are
+    in flight there, in order: each named by its first descriptor ("task:fd"), or "~k" for
+    the k-th file met that is in flight only (sockets in (task, fd) order, then
+    breadth-first through the queues of sockets in flight), whose kind is in `adrift`."""
     tasks = []
     fgroups: dict[int, list] = {}
     ogroups: dict[int, list] = {}
@@ -455,6 +458,8 @@ def project(w: World) -> dict:
     fmode: dict[str, int] = {}
     paths: dict[str, int] = {}
     inq: dict[str, int] = {}
+    owner: dict[str, int] = {}
+    first: dict[int, str] = {}  # file -> the key of its first descriptor
     for ti, t in enumerate(w.tasks):
         tgroups.setdefault(t.table, []).append(ti)
         fds = {}
@@ -472,11 +477,15 @@ def project(w: World) -> dict:
             # a file whose name was unlinked: /proc/PID/fd/N reads "... (deleted)"
             kinds[key] = KIND_NAMES[f.kind] + (" (deleted)" if f.path < -1 else "")
             fmode[key] = f.f_mode & 3  # FMODE_READ | FMODE_WRITE
+            first.setdefault(slot_file(s), key)
+            if f.owner:
+                owner[key] = 1
             if f.kind == REG:
                 paths[key] = f.path
             elif f.kind == UNIX:
                 inq[key] = len(f.rcvq)  # one byte per message
         tasks.append({"fds": fds})
+    flight, adrift = _flight(w, first)
     return {
         "tasks": tasks,
         "files": _partition(fgroups),
@@ -487,7 +496,38 @@ def project(w: World) -> dict:
         "fmode": fmode,
         "paths": paths,
         "inq": inq,
+        "owner": owner,
+        "flight": flight,
+        "adrift": adrift,
     }
+
+
+def _flight(w: World, first: dict[int, str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """`project`'s in-flight files: per unix socket descriptor, then per socket in flight
+    only, the names of the files in its queue; and the kinds of the files in flight only."""
+    names = dict(first)
+    todo: list[int] = []
+
+    def name(x: int) -> str:
+        if x not in names:
+            names[x] = f"~{len(todo)}"
+            todo.append(x)
+        return names[x]
+
+    flight: dict[str, list[str]] = {}
+    for ti, t in enumerate(w.tasks):
+        for fd, s in enumerate(w.tables[t.table]):
+            if s != EMPTY and w.files[slot_file(s)].kind == UNIX:
+                flight[f"{ti}:{fd}"] = [name(x) for x in w.files[slot_file(s)].rcvq]
+    adrift: dict[str, str] = {}
+    j = 0
+    while j < len(todo):
+        f = w.files[todo[j]]
+        adrift[f"~{j}"] = KIND_NAMES[f.kind] + (" (deleted)" if f.path < -1 else "")
+        if f.kind == UNIX:
+            flight[f"~{j}"] = [name(x) for x in f.rcvq]
+        j += 1
+    return flight, adrift
 
 
 # ---------------------------------------------------------------------------------------------

@@ -843,6 +843,18 @@ KNOWN: dict[str, list[Action]] = {
         ("close", 1, 3),
         ("reopen", 0, 1, 4, O_RDONLY),
     ],
+    "setfl O_ASYNC on a pty end makes the caller its owner (tty_fasync), kept after exit": [
+        ("openpty", 0),
+        ("fork", 0, 0),
+        ("setfl", 1, 1, O_ASYNC),
+        ("setfl", 1, 0, O_ASYNC | O_NONBLOCK),
+        ("setfl", 1, 0, 0),
+        ("exit", 1),
+        ("pipe", 0),
+        ("setfl", 0, 2, O_ASYNC),
+        ("socketpair", 0),
+        ("setfl", 0, 4, O_ASYNC),
+    ],
     "setfl: O_DIRECT refused, O_ASYNC via fasync only, other bits ignored": [
         ("open", 0, 0, O_RDONLY, O_ASYNC, 0),
         ("pipe", 0),
@@ -877,3 +889,58 @@ def test_generator_avoids_garbage_cycles() -> None:
     actions, _ = plan(abstract)
     # fd 1 in its own queue (sent on fd 0); closing fd 1 would leave it garbage
     assert actions == [("socketpair", 0), ("sendmsg", 0, 0, 1), ("close", 0, 0)]
+
+
+# --------------------------------------------------------------------------------------------
+# The projection's teeth: a deliberately wrong model observation is caught
+# --------------------------------------------------------------------------------------------
+
+
+def _caught(actions: list[Action], mutate: Callable[[World], World]) -> str:
+    """Run `actions` in the model, spoil its last state with `mutate`, and return the
+    disagreement `compare` reports against the kernel."""
+    w = initial_world(MAX_FDS)
+    model = []
+    for act in actions:
+        out, w = apply(w, act)
+        model.append((out, w))
+    out, w = model[-1]
+    model[-1] = (out, mutate(w))
+    with pytest.raises(AssertionError) as e:
+        compare(actions, model)
+    return str(e.value)
+
+
+def _files(w: World, fn: Callable[[File], File]) -> World:
+    return w._replace(files=tuple(fn(f) for f in w.files))
+
+
+def test_projection_catches_a_lost_owner() -> None:
+    """The owner set by a task that has since exited is still compared."""
+    acts = [("open", 0, 0, O_RDONLY, 0, 0), ("fork", 0, 0), ("setown", 1, 0), ("exit", 1)]
+    assert "owner.0:0" in _caught(acts, lambda w: _files(w, lambda f: f._replace(owner=0)))
+
+
+def test_projection_catches_an_invented_owner() -> None:
+    acts = [("pipe", 0), ("setfl", 0, 1, O_NONBLOCK)]
+    assert "owner.0:1" in _caught(acts, lambda w: _files(w, lambda f: f._replace(owner=1)))
+
+
+FLIGHT = [("socketpair", 0), ("pipe", 0), ("sendmsg", 0, 0, 2), ("sendmsg", 0, 0, 3),
+          ("close", 0, 2)]  # fd 1's queue: the pipe's read end (in flight only), write end
+
+
+def test_projection_catches_in_flight_files_out_of_order() -> None:
+    def swap(f: File) -> File:
+        return f._replace(rcvq=f.rcvq[::-1]) if f.kind == UNIX else f
+
+    assert "flight.0:1" in _caught(FLIGHT, lambda w: _files(w, swap))
+
+
+def test_projection_catches_a_wrong_file_in_flight() -> None:
+    """Same length, same order of kinds' count: only which file is in flight differs."""
+    def same_twice(f: File) -> File:
+        return f._replace(rcvq=(f.rcvq[1], f.rcvq[1])) if f.rcvq else f
+
+    msg = _caught(FLIGHT, lambda w: _files(w, same_twice))
+    assert "flight.0:1" in msg and "adrift" in msg

@@ -522,7 +522,33 @@ def test_observation_is_json_and_deterministic() -> None:
     assert a == b
     json.dumps([s.obs for s in a])
     assert list(a[-1].obs) == ["tasks", "files", "tables", "objects", "epoll", "kinds", "fmode",
-                               "paths", "inq"]
+                               "paths", "inq", "owner", "flight", "adrift"]
+
+
+def test_owner_stays_observed_after_the_owner_exits() -> None:
+    """F_GETOWN reads 0 once the owner is reaped; exited tasks stay zombies until the
+    session ends, so the owner set by a task that has exited is still seen."""
+    steps = run_sequence([("open", 0, 0, O_RDONLY, 0, 0), ("fork", 0, 0), ("setown", 1, 0),
+                          ("exit", 1), ("dup", 0, 0)])
+    assert [s.obs["owner"] for s in steps] == [{}, {}, {"0:0": 1, "1:0": 1}, {"0:0": 1},
+                                              {"0:0": 1, "0:1": 1}]
+
+
+def test_in_flight_files_are_named_in_queue_order() -> None:
+    """Every message's file, in order, by its first descriptor or as a file in flight only
+    (with the queue of a socket in flight), and the queues are left as they were."""
+    steps = run_sequence([
+        ("socketpair", 0), ("pipe", 0), ("sendmsg", 0, 0, 3), ("sendmsg", 0, 0, 2),
+        ("socketpair", 0), ("sendmsg", 0, 4, 1), ("sendmsg", 0, 0, 4), ("close", 0, 4),
+        ("close", 0, 2), ("recvmsg", 0, 1),
+    ])
+    obs = steps[8].obs  # fd 2 (a pipe end) and fd 4 (a socket with a queue) in flight only
+    assert obs["flight"] == {"0:0": [], "0:1": ["0:3", "~0", "~1"], "0:5": ["0:1"], "~1": []}
+    assert obs["adrift"] == {"~0": "pipe_r", "~1": "unix"}
+    assert obs["inq"]["0:1"] == 3
+    # after a peek the messages are still there: recvmsg takes the first, the pipe's write end
+    assert steps[9].result[0] == "ok" and len(steps[9].result[1]) == 1
+    assert steps[9].obs["flight"]["0:1"] == ["~0", "~1"]
 
 
 # --------------------------------------------------------------------------------------------

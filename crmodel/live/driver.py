@@ -13,12 +13,14 @@ reaped and the directory removed in all cases.
 
 Processes
 ---------
-The driver spawns an *anchor* (worker.py in mode ``root``): a child subreaper that ignores
-SIGCHLD and forks task 0, which makes itself a process-group leader (not a session leader, so
+The driver spawns an *anchor* (worker.py in mode ``root``): a child subreaper that forks
+task 0, which makes itself a process-group leader (not a session leader, so
 opening a tty never acquires a controlling terminal). Every task is a real process running
 ``worker.py`` (a thin syscall executor using ctypes, so descriptors get exactly the C calls'
 semantics: ``open`` without Python's implicit O_CLOEXEC, ``dup`` without F_DUPFD_CLOEXEC ...).
-All workers ignore SIGCHLD (children are reaped by the kernel), SIGIO/SIGURG (O_ASYNC plus
+No worker reaps a child: a task that exits stays a zombie until the session ends, when the
+anchor reaps them all (so the pid an F_SETOWN named keeps its task, and no pid is reused
+within a sequence). All workers ignore SIGIO/SIGURG (O_ASYNC plus
 F_SETOWN may target them), SIGHUP, SIGPIPE, SIGTTIN, SIGTTOU and SIGINT. The control socket
 (SOCK_SEQPACKET, marshal records) of the k-th task ever created is descriptor ``500 + k``
 (close-on-exec except during the task's own exec; 499 is the anchor's); fds received for the
@@ -69,13 +71,21 @@ EBADF says the mode lacks the bit; a 0-byte read or write changes nothing, on th
 files, i the index of the file ``f{i}`` with the descriptor's (st_dev, st_ino), -2 - i for the
 inode ``f{i}`` named before an ``unlink``, -1 for none;
 ``inq``: ``{"t:fd": bytes}`` for unix sockets, the receive queue's unread bytes (sock_diag
-UNIX_DIAG_RQLEN: one per message here). Which files are in flight in a queue is not read: only
-recvmsg(MSG_PEEK) shows them, and it installs new descriptors of them in the peeking process
-(raising their f_count while held) and stops at the first message that carries descriptors.
-FMODE_LSEEK is not observed (a failing lseek is the lseek action's own outcome). Nor is the
-F_SETOWN owner: F_GETOWN gives the owner's pid only while that process lives (0 once it has
-exited and been reaped, found by the conformance run), and the model keeps only whether an
-owner was set, which is what Linux-CR refuses.
+UNIX_DIAG_RQLEN: one per message here); ``flight``: ``{"t:fd": [name, ...]}`` per unix
+socket, the files in flight in its queue in order, each named by its first descriptor
+``"t:fd"`` or, for a file in flight only, ``"~k"`` (numbered as met: sockets in (task, fd)
+order, then breadth-first through the queues of sockets in flight, which get a ``"~k"`` entry
+of their own), and ``adrift``: ``{"~k": kind}``. They are read with recvmsg(MSG_PEEK) on a
+copy of the socket taken with pidfd_getfd and SO_PEEK_OFF set, so that successive peeks step
+over the messages (a plain peek stops at the first that carries descriptors); the peeked
+descriptors land in the driver only, are matched with kcmp and closed, and SO_PEEK_OFF is
+unset again (see ``_flight``). ``owner``: ``{"t:fd": 1}`` for files with an F_SETOWN owner
+(F_GETOWN not 0). F_GETOWN reads 0 once the owner's task is reaped (``pid_task`` finds
+none); the kernel still holds the owner (``f_owner.pid``), which is what Linux-CR refuses,
+so exited tasks are kept as zombies until the end of the sequence and the owner stays
+visible. The owner's identity is not compared: the model keeps only whether one was set.
+Turning O_ASYNC on for a pty end sets an owner too (tty_fasync -> __f_setown; found by this
+comparison). FMODE_LSEEK is not observed (a failing lseek is the lseek action's own outcome).
 ``epoll`` and the ``"t:fd"`` maps are ordered by (task, fd); all lists are sorted.
 
 Observed F_GETFL values (Linux 6.18 x86_64, glibc 2.36; octal)
@@ -125,7 +135,8 @@ the sequences tried (it is asynchronous: a possible source of nondeterminism).
 
 Limits: descriptors >= 64 (a table full in 0..63) are returned as results but not observed;
 a file alive only in flight (SCM_RIGHTS) appears in no observation except through epoll
-``tfd`` lists; the pipe/pty/socket ``objects`` grouping covers only descriptors in tables.  If
+``tfd`` lists and ``flight``; the pipe/pty/socket ``objects`` grouping covers only
+descriptors in tables.  If
 the driver process itself is SIGKILLed, the workers and the anchor exit on EOF of their
 control sockets, but the anchor then stays a zombie of whatever reaps orphans (PID 1).
 
@@ -175,6 +186,8 @@ EPOLLIN = 0x1
 EPOLL_CTL_ADD = 1
 EPOLL_CTL_DEL = 2
 SYS_KCMP = 312
+SYS_PIDFD_GETFD = 438
+SO_PEEK_OFF = 42
 KCMP_FILE = 0
 KCMP_FILES = 2
 NETLINK_SOCK_DIAG = 4
@@ -363,35 +376,35 @@ class _Session:
     def close(self) -> None:
         """Kill and reap every process of the session, remove the temporary directory.
 
-        Known tasks are killed through their pidfds, unknown descendants (a fork whose reply
-        was lost) through task 0's process group.  Every task's parent is a worker or the
-        anchor, all of which ignore SIGCHLD and the anchor is a child subreaper, so killed
-        tasks are reaped by the kernel at once; the anchor itself is the driver's child and
-        is reaped with waitpid.  Never raises for a process that is already gone.
+        Known tasks are killed through their pidfds; then EOF on the anchor's channel makes
+        it kill task 0's process group (unknown descendants too: a fork whose reply was
+        lost) and reap all of it, exited tasks kept as zombies included, before it exits;
+        the anchor itself is the driver's child and is reaped with waitpid.  If the anchor
+        does not exit in time it is killed, its orphans go to PID 1, and the driver kills
+        what is left of the group.  Never raises for a process that is already gone.
         """
         deadline = time.monotonic() + 5.0
         everyone = self.tasks + self.dead
         self.tasks, self.dead = [], []
         for t in everyone:
             _quiet(signal.pidfd_send_signal, t.pidfd, signal.SIGKILL)
-        if self.pgid:
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(self.pgid, signal.SIGKILL)
-                except OSError:  # ESRCH: the group is empty
-                    break
-                time.sleep(0.0005)
+        if self.root_sock is not None:
+            self.root_sock.close()  # EOF: the anchor kills task 0's group, reaps it, exits
+            self.root_sock = None
         for t in everyone:
-            self._wait_exit(t.pidfd, deadline)
+            self._wait_exit(t.pidfd, deadline)  # a zombie counts as exited
             _quiet(os.close, t.pidfd)
             t.sock.close()
-        if self.root_sock is not None:
-            self.root_sock.close()  # EOF: the anchor kills task 0's group and exits
-            self.root_sock = None
         if self.root_pid:
             if not self._wait_exit(self.root_pidfd, deadline):
                 _quiet(signal.pidfd_send_signal, self.root_pidfd, signal.SIGKILL)
                 self._wait_exit(self.root_pidfd, time.monotonic() + 5.0)
+                while self.pgid and time.monotonic() < deadline + 5.0:
+                    try:
+                        os.killpg(self.pgid, signal.SIGKILL)
+                    except OSError:  # ESRCH: the group is empty
+                        break
+                    time.sleep(0.0005)
             _quiet(os.waitpid, self.root_pid, 0)
             _quiet(os.close, self.root_pidfd)
             self.root_pid = 0
@@ -573,7 +586,7 @@ class _Session:
         info: dict[tuple[int, int], dict[str, Any]] = {}
         for r in reps:
             pid = tasks[r].pid
-            for fd, fl, fdfl, can_read, can_write in listing[r]:
+            for fd, fl, fdfl, can_read, can_write, owner in listing[r]:
                 link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 st = os.stat(f"/proc/{pid}/fd/{fd}")
                 with open(f"/proc/{pid}/fdinfo/{fd}") as f:
@@ -595,6 +608,7 @@ class _Session:
                     "epoll": sorted(tfds) if kind == "epoll" else None,
                     "fmode": (FMODE_READ if can_read else 0) | (FMODE_WRITE if can_write else 0),
                     "path": self.paths.get((st.st_dev, st.st_ino), -1),
+                    "owner": owner,
                 }
 
         # open file descriptions among table representatives (kcmp KCMP_FILE)
@@ -640,6 +654,10 @@ class _Session:
         fmode: dict[str, int] = {}
         paths: dict[str, int] = {}
         inq: dict[str, int] = {}
+        owners: dict[str, int] = {}
+        first: dict[int, str] = {}  # id of a file's group -> its first descriptor's key
+        group_of: dict[tuple[int, int], list[tuple[int, int]]] = {
+            m: g for gs in buckets.values() for g in gs for m in g}
         for i in range(n):
             r = table_of[i]
             fds: dict[int, dict[str, int]] = {}
@@ -649,6 +667,9 @@ class _Session:
                 fds[fd] = {"flags": d["flags"], "cloexec": d["cloexec"], "pos": d["pos"]}
                 kinds[key] = d["kind"]
                 fmode[key] = d["fmode"]
+                first.setdefault(id(group_of[(r, fd)]), key)
+                if d["owner"]:  # F_GETOWN: the owner's pid (its task lives, or is a zombie)
+                    owners[key] = 1
                 if d["kind"] in ("reg", "reg (deleted)"):
                     paths[key] = d["path"]
                 if d["kind"] == "unix":
@@ -659,6 +680,7 @@ class _Session:
                     o = find(d["obj"]) if d["obj"][0] == "unix" else d["obj"]
                     object_groups.setdefault(o, []).append([i, fd])
             tasks_obs.append({"fds": fds})
+        flight, adrift = self._flight(listing, table_of, info, buckets, first)
         files: list[list[list[int]]] = []
         for groups in buckets.values():
             for g in groups:
@@ -673,7 +695,110 @@ class _Session:
             "fmode": fmode,
             "paths": paths,
             "inq": inq,
+            "owner": owners,
+            "flight": flight,
+            "adrift": adrift,
         }
+
+    def _flight(self, listing: dict[int, list[tuple[int, ...]]], table_of: list[int],
+                info: dict[tuple[int, int], dict[str, Any]],
+                buckets: dict[tuple[int, int], list[list[tuple[int, int]]]],
+                first: dict[int, str]) -> tuple[dict[str, list[Any]], dict[str, str]]:
+        """Which open files are in flight in each unix socket's queue, in order.
+
+        Each message is read with recvmsg(MSG_PEEK) on a copy of the socket (pidfd_getfd),
+        with SO_PEEK_OFF set so that successive peeks step over the messages instead of
+        stopping at the first that carries descriptors; the peeked descriptors (new
+        references, installed in the driver only) are matched with kcmp against the tasks'
+        descriptors, then closed, and SO_PEEK_OFF is unset: the queue, the files and every
+        count are as they were.  Peeking stops at the queued byte count (sock_diag), so it
+        never reaches an empty queue, where a pending ECONNRESET would be consumed.  A file
+        is named by its first descriptor ("task:fd"), a file in flight only by "~k" in the
+        order met (sockets in (task, fd) order, then breadth-first through the queues of
+        sockets in flight), with its kind in ``adrift`` and, for a socket, its queue."""
+        me = os.getpid()
+        held: list[int] = []
+        named: list[tuple[int, tuple[int, int]]] = []  # in flight only: (driver fd, key)
+        adrift: dict[str, str] = {}
+        flight: dict[str, list[Any]] = {}
+        todo: list[int] = []
+
+        def name(mine: int) -> str:
+            st = os.fstat(mine)
+            key = (st.st_dev, st.st_ino)
+            for g in buckets.get(key, ()):
+                r, fd = g[0]
+                if _kcmp(me, self.tasks[r].pid, KCMP_FILE, mine, fd) == 0:
+                    return first[id(g)]
+            for k, (other, okey) in enumerate(named):
+                if okey == key and _kcmp(me, me, KCMP_FILE, mine, other) == 0:
+                    return f"~{k}"
+            named.append((mine, key))
+            todo.append(mine)
+            return f"~{len(named) - 1}"
+
+        def queue(mine: int, rq: int) -> list[Any]:
+            msgs = self._peek(mine, rq)
+            for fds in msgs:
+                held.extend(fds)
+            return [name(fds[0]) if len(fds) == 1 else [name(x) for x in fds] for fds in msgs]
+
+        try:
+            peeked: dict[tuple[int, int], list[Any]] = {}
+            for i in range(len(self.tasks)):
+                r = table_of[i]
+                for fd, *_ in listing[r]:
+                    d = info[(r, fd)]
+                    if d["kind"] != "unix":
+                        continue
+                    if (r, fd) not in peeked:
+                        peeked[(r, fd)] = []
+                        if d["inq"] > 0:
+                            mine = _getfd(self.tasks[r].pid, fd)
+                            held.append(mine)
+                            peeked[(r, fd)] = queue(mine, d["inq"])
+                    flight[f"{i}:{fd}"] = peeked[(r, fd)]
+            j = 0
+            while j < len(todo):
+                mine = todo[j]
+                k = f"~{j}"
+                st = os.fstat(mine)
+                link = os.readlink(f"/proc/self/fd/{mine}")
+                kind, _ = self._classify(link, st, _getfl(mine), None, (-1, mine))
+                if kind == "socket":
+                    is_unix, _peer, rq = self._unix_peer(st.st_ino)
+                    kind = "unix" if is_unix else "other"
+                    if is_unix:
+                        flight[k] = queue(mine, rq) if rq > 0 else []
+                adrift[k] = kind
+                j += 1
+        finally:
+            for x in held:
+                _quiet(os.close, x)
+        return flight, adrift
+
+    @staticmethod
+    def _peek(sock: int, count: int) -> list[list[int]]:
+        """The descriptors of the first `count` one-byte messages queued on `sock` (a copy
+        held by the driver), without taking them off the queue."""
+        s = socket.socket(fileno=os.dup(sock))
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+            out: list[list[int]] = []
+            try:
+                for _ in range(count):
+                    _data, anc, _fl, _addr = s.recvmsg(
+                        1, socket.CMSG_SPACE(4 * 4), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    fds: list[int] = []
+                    for level, typ, raw in anc:
+                        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                            fds.extend(struct.unpack(f"{len(raw) // 4}i", raw[: len(raw) // 4 * 4]))
+                    out.append(fds)
+            finally:
+                s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+            return out
+        finally:
+            s.close()
 
     @staticmethod
     def _classify(link: str, st: os.stat_result, flags: int, tty_index: int | None,
@@ -718,6 +843,26 @@ def _quiet(fn: Any, *args: Any) -> None:
         fn(*args)
     except OSError:
         pass
+
+
+def _getfd(pid: int, fd: int) -> int:
+    """A new descriptor, in this process, of the open file behind `pid`'s `fd`."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        r = _libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_long(pidfd),
+                          ctypes.c_long(fd), ctypes.c_long(0))
+    finally:
+        os.close(pidfd)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise DriverError(f"pidfd_getfd({pid}, {fd}): {os.strerror(e)}")
+    return int(r)
+
+
+def _getfl(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL)
 
 
 def _kcmp(pid1: int, pid2: int, typ: int, idx1: int, idx2: int) -> int:

@@ -10,11 +10,13 @@ traceback)``.
 Modes (``sys.argv[1:]``):
 
 ``root RCTL CTL``
-    The anchor process spawned by the driver.  It becomes a child subreaper, ignores SIGCHLD
-    (so every descendant is reaped automatically), closes every descriptor except its two
-    control sockets, and forks task 0 (which puts itself in a new process group and serves
-    commands on ``CTL``).  The anchor then blocks on ``RCTL``; on EOF it kills task 0's
-    process group and exits.
+    The anchor process spawned by the driver.  It becomes a child subreaper, closes every
+    descriptor except its two control sockets, and forks task 0 (which puts itself in a new
+    process group and serves commands on ``CTL``).  The anchor then blocks on ``RCTL``; on
+    EOF it kills task 0's process group, reaps every process of it and exits.  No worker
+    reaps a child before then: an exited task stays a zombie, so that the pid an F_SETOWN
+    named still has its task and F_GETOWN keeps reading it (it reads 0 once the owner is
+    reaped), and no pid is reused within a sequence.
 ``exec CTL EXPECTED``
     A worker started by the ``exec`` action.  ``EXPECTED`` is the comma-separated list of
     descriptors in 0..63 that must have survived the exec; the worker checks that Python's
@@ -49,6 +51,7 @@ F_GETFD = 1
 F_SETFD = 2
 F_GETFL = 3
 F_SETFL = 4
+F_GETOWN = 9
 F_DUPFD_CLOEXEC = 1030
 FD_CLOEXEC = 1
 SOL_SOCKET = 1
@@ -130,8 +133,9 @@ def neutralize_stdio() -> None:
 
 
 def ignore_signals() -> None:
+    # exited children stay zombies until the anchor reaps them at the end (see above)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for sig in (
-        signal.SIGCHLD,  # descendants are reaped automatically
         signal.SIGIO,  # O_ASYNC + F_SETOWN may target a worker
         signal.SIGURG,
         signal.SIGHUP,  # pty hangups
@@ -331,7 +335,8 @@ class Worker:
                 d = libc.fcntl(fd, F_GETFD, ctypes.c_long(0))
                 if d >= 0:
                     out.append((fd, libc.fcntl(fd, F_GETFL, ctypes.c_long(0)), d,
-                                probe(libc.read, fd), probe(libc.write, fd)))
+                                probe(libc.read, fd), probe(libc.write, fd),
+                                libc.fcntl(fd, F_GETOWN, ctypes.c_long(0))))
             return ("ok", out)
         if name == "exec":
             return self.exec_()
@@ -456,15 +461,30 @@ def main_root(rctl: int, ctl: int) -> None:
             pass
     except OSError:
         pass
-    # The driver went away: kill task 0's process group; descendants are reaped by us.
+    # The driver went away: kill task 0's process group and reap it (orphans of killed
+    # workers come to us, the subreaper); a group of zombies still takes signals, so the
+    # group is gone only once every member is reaped.
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             break
+        reap()
         time.sleep(0.001)
+    reap()
     os._exit(0)
+
+
+def reap() -> None:
+    """Reap every child that has exited, without waiting."""
+    while True:
+        try:
+            got, _ = os.waitpid(-1, os.WNOHANG)
+        except OSError:  # ECHILD: none left
+            return
+        if got == 0:
+            return
 
 
 def main_exec(ctl: int, expected: list[int]) -> None:

@@ -193,7 +193,10 @@ class Env:
         kind, old = self.fattr("kind", f), self.fattr("flags", f)
         code, new = setfl_term(kind, old, arg)
         post = self.base()
-        self.set_file(post, f, flags=new)
+        # tty_fasync() turning O_ASYNC on for a pty end makes the caller the file's owner
+        owned = z3.Or(self.fattr("owner", f),
+                      z3.And(in_(kind, (PTMX, PTS)), (new & ~old & O_ASYNC) != 0))
+        self.set_file(post, f, flags=new, owner=owned)
         # tty_fasync() on a hung-up pty slave (no master left): ENOTTY
         enotty = z3.And(is_(kind, PTS), ((arg ^ old) & O_ASYNC) != 0,
                         z3.Not(sel(self.fattr("obj", f), self.v.master)))
