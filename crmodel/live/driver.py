@@ -53,7 +53,10 @@ FIFO's); timerfd: ``timerfd_create(CLOCK_MONOTONIC, 0)``.  fork / clone_files gi
 The restorer (``restore.py``) also uses four worker commands that are no model action:
 ``getfd`` (pidfd_getfd of another task's descriptor), ``ptsnum`` (unlock a master from
 ``/dev/ptmx`` and return its pty number), ``ptpeer`` (ioctl TIOCGPTPEER: the slave as glibc's
-openpty opens it) and ``close_range``.
+openpty opens it) and ``close_range``.  ``replay --criu`` (``criu.py``) uses ``park``: the worker
+answers, closes its control channel (a dump must meet no socket to the driver) and from then
+on only reaps its children; a byte on the anchor's channel makes it reap the orphans that
+came to it (the pids of a dumped, killed tree must come free for its restore).
 
 Observation (after every action)
 --------------------------------

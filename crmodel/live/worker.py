@@ -338,6 +338,10 @@ class Worker:
                                 probe(libc.read, fd), probe(libc.write, fd),
                                 libc.fcntl(fd, F_GETOWN, ctypes.c_long(0))))
             return ("ok", out)
+        if name == "park":  # `replay --criu`: leave the driver, so a dump meets no channel
+            send(self.ctl, ("ok", 0))
+            os.close(self.ctl)
+            park()
         if name == "exec":
             return self.exec_()
         if name == "exit":
@@ -457,8 +461,8 @@ def main_root(rctl: int, ctl: int) -> None:
         pass  # the child already did it (or is gone)
     os.close(ctl)
     try:
-        while os.read(rctl, 64):
-            pass
+        while os.read(rctl, 64):  # a byte from the driver: reap the orphans that came to us
+            reap()
     except OSError:
         pass
     # The driver went away: kill task 0's process group and reap it (orphans of killed
@@ -474,6 +478,16 @@ def main_root(rctl: int, ctl: int) -> None:
         time.sleep(0.001)
     reap()
     os._exit(0)
+
+
+def park() -> None:
+    """Serve nobody from now on: reap children as they exit (so that the pids of a dumped and
+    killed tree come free for its restore), forever."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except OSError:  # ECHILD: none (yet)
+            time.sleep(0.05)
 
 
 def reap() -> None:
