@@ -1,41 +1,54 @@
-"""Breadth-first search of any `Model` over Ray workers: hash-partitioned, level-synchronous.
+"""Breadth-first search of any `Model` or family of models over Ray workers: hash-partitioned,
+level-synchronous.
 
-Each worker (a Ray actor, `_Partition`) owns the canonical states whose *stable fingerprint*
-falls in its partition (`fingerprint % workers`). The fingerprint is a BLAKE2b digest of a
-canonical serialisation of the state (`stable_fingerprint`: sets sorted, every value tagged by
-its type), the same on every machine and Python process; `hash()` is not (it is salted for
-strings and depends on the build). One BFS level is one round:
+Each worker (a Ray actor, `_Partition`) *owns* the canonical states whose *stable fingerprint*
+falls in its partition (`fingerprint % workers`): it alone decides whether they are new. The
+fingerprint is a BLAKE2b digest of a canonical serialisation of the state
+(`stable_fingerprint`: sets sorted, every value tagged by its type), the same on every machine
+and Python process; `hash()` is not (it is salted for strings and depends on the build). A
+worker also *holds* states: those it expands. One BFS level is one round:
 
-1. every worker expands the states of the level it owns and sorts their successors' canonical
-   forms by owner; to each owner it *offers* their fingerprints, each with its *discovery
-   key* ``(parent's global number, transition index)`` (arrays of integers, no states);
+1. every worker expands the states it holds and sorts their successors' canonical forms by
+   owner; to each owner it *offers* their fingerprints, each with its *discovery key*
+   ``(parent's global number, successor's position)`` (arrays of integers, no states), and,
+   for a family, its members; a successor already offered to its owner is not offered again;
 2. each owner *selects* among the offers the states it has not seen, each with the smallest
-   key it was offered with, and asks each sender for those states only, which the senders
-   *ship* (pickled); the owner checks the properties on its new states;
-3. the driver merges the owners' sorted keys: a new state's global number in the next level
+   key it was offered with, and tells each sender which of its offers won;
+3. each sender *keeps* its winning successors: they are its part of the next level, and the
+   states themselves never travel. Only when one worker would hold more than its share (by
+   `BALANCE_SLACK`) does it *give* its surplus to the others (pickled), so that no worker waits
+   for another at the end of the level; each worker checks the properties on its new states;
+4. the driver merges the holders' sorted keys: a new state's global number in the next level
    is its rank by key. That is exactly the order in which the single-process search
    (`checker.explicit`) discovers the level, expanding parents in order and each parent's
    successors in order, so counts, verdicts, the first violating state of each property and
    therefore the traces are the same.
 
-Parent pointers are kept where a state lives, as (worker, position in that worker's level) with
-the transition index, and a trace is rebuilt at the driver by asking each owner in turn, then
-replayed on the model like the single-process trace (`checker.trace.replay`).
+A family (`explore_cluster_family`, see `checker.family`) is explored the same way with each
+entry carrying its members' mask: the owner processes a fingerprint's offers in key order and a
+successor offered for members M is new for those of M that neither its seen set nor a smaller
+key gave it, exactly the single-process family's rule, so each member's entries come in its own
+run's order.
+
+Parent pointers are kept where a state is held, as (worker, position in that worker's level)
+with the transition index, and a trace is rebuilt at the driver by asking each holder in turn,
+then replayed on the model like the single-process trace (`checker.trace.replay`).
 
 What differs from `checker.explicit`: bounds (`max_states`, `max_seconds`) and Ctrl-C are
 honoured at level boundaries only, so a bounded run's figures are those of whole levels
-(`max_states` stops after the level that crosses it); `stop_when_decided` is not offered (the
-search runs to the end, as `crmodel check` asks). Snapshots (`save`, `resume`) are taken at
-level boundaries, in the data-only format of `checker.snapshot`, and resume only with the same
-number of workers: states sit in partitions by fingerprint modulo the workers, and parent
-pointers name (worker, position). A worker lost mid-level stops the run: undecided properties
-are ``unknown``, `stopped_by` is ``worker_lost`` and the reason names the worker and the
-figures of the levels completed; the last snapshot, if saving, is kept for `resume`. Variants
-are explored one after the other, each with all its workers.
+(`max_states` stops after the level that crosses it; for a family it counts entries);
+`stop_when_decided` is not offered (the search runs to the end, as `crmodel check` asks).
+Snapshots (`save`, `resume`, one model, not a family) are taken at level boundaries, in the
+data-only format of `checker.snapshot`, and resume only with the same number of workers:
+fingerprints sit in partitions modulo the workers, and parent pointers name (worker,
+position). A worker lost mid-level stops the run: undecided properties are ``unknown``,
+`stopped_by` is ``worker_lost`` and the reason names the worker and the figures of the levels
+completed; the last snapshot, if saving, is kept for `resume`.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
@@ -60,12 +73,16 @@ from checker.snapshot import (
 )
 from checker.trace import Trace, replay
 
-__all__ = ["explore_cluster", "stable_fingerprint", "ENGINE", "WorkerLost"]
+__all__ = ["explore_cluster", "explore_cluster_family", "stable_fingerprint", "ENGINE",
+           "WorkerLost", "balance"]
 
 ENGINE = "distributed-bfs"
 FP_BYTES = 8
 KEY_SHIFT = 24  # a discovery key is parent number << 24 | transition index
 INIT = 0xFFFF  # parent worker of an initial state (its parent position: the init index)
+# A holder keeps up to this fraction of an even share more than its share before states are
+# given to another: moving a state costs about a fifth of expanding it.
+BALANCE_SLACK = 0.02
 
 
 class WorkerLost(Exception):
@@ -127,175 +144,271 @@ def stable_fingerprint(state: Any, memo: dict[Any, bytes] | None = None) -> int:
 # --- a worker ---------------------------------------------------------------------------------
 
 
-def _returns(values: list[Any]) -> Any:
-    """A method's values, one per worker, as Ray's num_returns=len(values) wants them (a
-    single value is returned as itself, not as a list of one)."""
-    return values if len(values) > 1 else values[0]
+def _one_member(successors: Callable[[Any], Iterable[tuple[Any, Any]]]
+                ) -> Callable[[Any, int], list[tuple[int, int, Any, Any]]]:
+    """A plain model's successors as a family of one member's: ``(1, index, action, state)``."""
+
+    def succ(s: Any, _mask: int) -> list[tuple[int, int, Any, Any]]:
+        return [(1, k, a, t) for k, (a, t) in enumerate(successors(s))]
+
+    return succ
+
+
+def _bits(m: int) -> Iterable[int]:
+    while m:
+        low = m & -m
+        yield low.bit_length() - 1
+        m ^= low
+
+
+_first = itemgetter(0)
+_members_action = itemgetter(0, 2)
 
 
 class _Partition:
-    """The states one worker owns: seen fingerprints, each level's parent pointers, and the
-    frontier (the level being expanded) with each state's global number."""
+    """One worker. As *owner* it keeps the fingerprints of its partition (`seen`: each with
+    the mask of the members that found it; 1 for a plain model). As *holder* it keeps the
+    states it expands: each level's parent pointers and its frontier, with each state's
+    global number and members. A new state is held by the worker that found it (the owner
+    only says which offer won), so states cross between workers only to even out the
+    frontiers (`give`)."""
 
     def __init__(self, index: int, workers: int, model: Any,
-                 properties: Sequence[Property]) -> None:
-        self.index, self.workers = index, workers
+                 properties: Sequence[Property], family: bool = False) -> None:
+        gc.set_threshold(100_000, *gc.get_threshold()[1:])  # see checker.explicit
+        self.index, self.workers, self.family = index, workers, family
         self.h = hooks(model)
+        self.succ = model.successors_family if family else _one_member(self.h.successors)
         self.props = list(properties)
-        self.seen: set[int] = set()
-        self.par_w: list[array] = []  # per level, per owned state: parent's worker
+        self.seen: dict[int, int] = {}  # owned fingerprint -> members that found it
+        self.par_w: list[array] = []  # per level, per held state: parent's worker
         self.par_p: list[array] = []  # ... parent's position in that worker's level
         self.act: list[array] = []  # ... transition index among the parent's successors
+        self.masks: list[array] = []  # ... its members (a family only)
         self.frontier: list[Any] = []
         self.frontier_g = array("q")  # their global numbers (increasing)
+        self.frontier_m = array("Q")  # their members
         self.nsucc = array("I")  # successors of each frontier state (transitions)
-        self.coverage: Counter = Counter()
-        self.pending: list[tuple[int, int, Any, int, int]] = []  # key, fp, state, worker, pos
-        self.boxes: list[tuple[list, array, array, array]] = []  # this level's successors
-        self.chosen: list[tuple[int, int, int, int, int]] = []  # key, fp, sender, index, pos
-        self.own_states: list[Any] = []
+        self.succ_m = array("Q")  # a family: the members of each of them, in order
+        self.coverage: Counter = Counter()  # (members, action) -> transitions
+        # (key, state, parent worker, parent position, transition index, members)
+        self.pending: list[tuple[int, Any, int, int, int, int]] = []
+        self.boxes: list[tuple[list, array, array, array, array, array]] = []
+        self.won: dict[int, int] = {}  # owner: this level's new fingerprints -> members
+        self.wins_here: tuple[array, array] = (array("I"), array("Q"))
         self.bytes_out = 0
-        # Per owner, the fingerprints this worker ever sent it: a cache (the owner has seen
-        # them), so each state crosses from one worker to another at most once.
-        self.sent: list[set[int]] = [set() for _ in range(workers)]
+        # Per owner, the fingerprints (and members) this worker ever offered it: the owner
+        # knows them, so a state is offered to its owner at most once per member.
+        self.sent: list[dict[int, int]] = [{} for _ in range(workers)]
 
     def start(self, states: list[Any], fps: list[int], inits: list[int],
-              globals_: list[int]) -> None:
-        """Level 0: the initial states this worker owns."""
-        self.seen.update(fps)
+              globals_: list[int], members: int) -> None:
+        """Level 0: the initial states this worker owns (and holds)."""
+        self.seen.update(dict.fromkeys(fps, members))
         self.par_w.append(array("H", [INIT] * len(states)))
         self.par_p.append(array("I", inits))
         self.act.append(array("I", [0] * len(states)))
         self.frontier, self.frontier_g = list(states), array("q", globals_)
+        self.frontier_m = array("Q", [members] * len(states))
+        if self.family:
+            self.masks.append(array("Q", self.frontier_m))
 
     def expand(self, probe: bool = False) -> list[Any]:
-        """Expand the frontier. Per owner, an *offer*: the fingerprints, discovery keys and
-        parent positions of the successors it owns (arrays, as bytes; None for this worker
-        itself); the states wait here until their owner asks for them (`ship`). Then the
-        transitions expanded. `probe`: only to learn whether deeper states exist (at
-        max_depth): the coverage is left as it was, as the single-process engine does."""
-        h, n, me, seen = self.h, self.workers, self.index, self.seen
-        successors, canonical, fpf = h.successors, h.canonical, stable_fingerprint
-        boxes: list[tuple[list, array, array, array]] = [
-            ([], array("Q"), array("q"), array("I")) for _ in range(n)]
+        """Expand the frontier. Per owner, an *offer*: the fingerprints and discovery keys
+        of the successors it owns, with their members for a family (arrays, as bytes; None
+        for this worker itself); the states stay here. Then the level's transitions per
+        members mask. `probe`: only to learn whether deeper states exist (at max_depth):
+        the coverage is left as it was, as the single-process engine does, and a parent is
+        skipped once this worker found, among the states it owns, new ones for each of its
+        members; the members with such states come last instead of the transitions."""
+        n, me, seen, family = self.workers, self.index, self.seen, self.family
+        succ, canonical, fpf = self.succ, self.h.canonical, stable_fingerprint
+        boxes: list[tuple[list, array, array, array, array, array]] = [
+            ([], array("Q"), array("q"), array("I"), array("I"), array("Q"))
+            for _ in range(n)]
         sent = self.sent
         memo: dict[Any, int] = {}  # canonical state -> fingerprint, within this level
         parts_memo: dict[Any, bytes] = {}  # see stable_fingerprint
-        sent_here: set[int] = set()  # this level's states for this worker itself
-        sent[me] = sent_here
-        self.nsucc = array("I")
-        cov, transitions, count, first = self.coverage, 0, _count_elements, itemgetter(0)
+        here: dict[int, int] = {}  # this level's offers to this worker itself
+        sent[me] = here
+        self.nsucc, self.succ_m = array("I"), array("Q")
+        nsucc_append, succ_m_extend = self.nsucc.append, self.succ_m.extend
+        tm: dict[int, int] = {}  # members -> transitions, this level
+        cov, count = self.coverage, _count_elements
+        fg, fm = self.frontier_g, self.frontier_m
+        deeper = 0  # probe: members with a new state this worker owns
         for p, s in enumerate(self.frontier):
-            key0 = self.frontier_g[p] << KEY_SHIFT
-            pairs = list(successors(s))
-            self.nsucc.append(len(pairs))
-            transitions += len(pairs)
+            if probe and deeper == fm[p] | deeper:
+                continue  # no member left to learn about from this parent
+            key0 = fg[p] << KEY_SHIFT
+            items = succ(s, fm[p])
+            nsucc_append(len(items))
+            count(tm, map(_first, items))
+            if family:
+                succ_m_extend(map(_first, items))
             if not probe:
-                count(cov, map(first, pairs))
-            for k, (_a, t) in enumerate(pairs):
+                count(cov, map(_members_action, items))
+            for e, (cm, k, _a, t) in enumerate(items):
                 c = canonical(t)
                 f = memo.get(c)
                 if f is None:
                     f = memo[c] = fpf(c, parts_memo)
                 o = f % n
-                # The first time a sender meets a state in a level is its smallest key from
-                # this sender; a state offered in an earlier level is known to its owner.
-                if f in sent[o] or (o == me and f in seen):
+                offered = sent[o]
+                have = offered.get(f, 0)
+                if o == me:
+                    have |= seen.get(f, 0)
+                new = cm & ~have
+                if not new:  # its owner knows it for these members already
                     continue
-                if o != me:
-                    sent[o].add(f)
-                else:
-                    sent_here.add(f)
-                states, fps, keys, pos = boxes[o]
+                offered[f] = have | new
+                if probe and o == me:
+                    deeper |= cm & ~seen.get(f, 0)
+                states, fps, keys, pos, acts, ms = boxes[o]
                 states.append(c)
                 fps.append(f)
-                keys.append(key0 | k)
+                keys.append(key0 | e)
                 pos.append(p)
-        self.boxes = boxes  # the frontier stays until commit: a snapshot may need it
-        offers: list[Any] = [None if i == me else (b[1].tobytes(), b[2].tobytes(), b[3].tobytes())
-                             for i, b in enumerate(boxes)]
+                acts.append(k)
+                ms.append(new)
+        self.boxes = boxes
+        offers: list[Any] = [
+            None if i == me else (b[1].tobytes(), b[2].tobytes(),
+                                  b[5].tobytes() if family else b"")
+            for i, b in enumerate(boxes)]
         self.bytes_out += sum(sum(map(len, o)) for o in offers if o is not None)
-        return [*offers, transitions]
+        return [*offers, deeper if probe else tm]
 
     def select(self, *offers: tuple[bytes, bytes, bytes] | None) -> Any:
-        """At the owner: of the offers, one per sender (None: its own), the states not seen
-        yet, each with its smallest key. Returns, per sender, the offer positions to ship."""
-        seen = self.seen
-        best: dict[int, tuple[int, int, int, int]] = {}  # fp -> key, sender, index, pos
+        """At the owner: of the offers, one per sender (None: its own), which are new, and
+        for which members: a state offered for members M with key K is new for the members
+        of M that neither this worker's seen set nor a smaller key of this level gave it.
+        Returns, per sender, the offer positions that won with their members (as bytes;
+        None for this worker), then the members that found anything new."""
+        me, seen_get = self.index, self.seen.get
+        by: dict[int, Any] = {}  # fp -> (key, members, sender, position), or a list of them
         for sender, offer in enumerate(offers):
             if offer is None:
-                _, fps, keys, pos = self.boxes[self.index]
+                _, fps, keys, _, _, ms = self.boxes[me]
             else:
-                fps, keys, pos = array("Q"), array("q"), array("I")
-                for a, b in zip((fps, keys, pos), offer, strict=True):
-                    a.frombytes(b)
-            for i, (f, key, p) in enumerate(zip(fps, keys, pos, strict=True)):
-                if f in seen:
-                    continue
-                old = best.get(f)
-                if old is None or key < old[0]:
-                    best[f] = (key, sender, i, p)
-        self.chosen = sorted(((key, f, w, i, p) for f, (key, w, i, p) in best.items()),
-                             key=itemgetter(0))
-        asks = [array("I") for _ in offers]
-        for e in self.chosen:
-            asks[e[2]].append(e[3])
-        out: list[bytes | None] = [None if w == self.index else a.tobytes()
-                                   for w, a in enumerate(asks)]
-        self.bytes_out += sum(len(b) for b in out if b is not None)
-        return _returns(out)
+                fps, keys, ms = array("Q"), array("q"), array("Q")
+                fps.frombytes(offer[0])
+                keys.frombytes(offer[1])
+                if offer[2]:
+                    ms.frombytes(offer[2])
+                else:
+                    ms = array("Q", [1]) * len(fps)
+            for i, (f, key, m) in enumerate(zip(fps, keys, ms, strict=True)):
+                old = by.get(f)
+                if old is None:
+                    by[f] = (key, m, sender, i)
+                elif type(old) is list:
+                    old.append((key, m, sender, i))
+                else:
+                    by[f] = [old, (key, m, sender, i)]
+        wins = [(array("I"), array("Q")) for _ in offers]
+        won: dict[int, int] = {}
+        anynew = 0
+        for f, o in by.items():
+            acc = had = seen_get(f, 0)
+            for _key, m, sender, i in sorted(o) if type(o) is list else (o,):
+                new = m & ~acc
+                if new:
+                    w = wins[sender]
+                    w[0].append(i)
+                    w[1].append(new)
+                    acc |= new
+            if acc != had:
+                won[f] = acc
+                anynew |= acc & ~had
+        self.won = won
+        self.wins_here = wins[me]
+        out: list[Any] = [None if w == me else (a.tobytes(), b.tobytes() if self.family else b"")
+                          for w, (a, b) in enumerate(wins)]
+        self.bytes_out += sum(len(a) + len(b) for a, b in (x for x in out if x is not None))
+        return [*out, anynew]
 
-    def ship(self, *asks: bytes | None) -> Any:
-        """At a sender: the states each owner asked for (pickled; None for this worker)."""
-        out: list[bytes | None] = []
-        for owner, ask in enumerate(asks):
-            if ask is None:
-                out.append(None)
-                continue
-            idx = array("I")
-            idx.frombytes(ask)
-            states = self.boxes[owner][0]
-            out.append(pickle.dumps([states[i] for i in idx], protocol=pickle.HIGHEST_PROTOCOL))
-        self.bytes_out += sum(len(b) for b in out if b is not None)
-        self.own_states = self.boxes[self.index][0]
-        self.boxes = []
-        return _returns(out)
-
-    def merge(self, active: list[int], *shipped: bytes | None) -> tuple[bytes, dict[int, int]]:
-        """At the owner: the states shipped for its choice (`select`) become the pending
-        next level, in key order. Returns their keys and, per property violated (or
-        witnessed) among them, the position of the first (`active`: those undecided)."""
+    def keep(self, *wins: tuple[bytes, bytes] | None) -> int:
+        """At the holder: the offers of its that won (one answer per owner, None: its own)
+        become its pending part of the next level, in key order. Returns how many."""
         me = self.index
-        states = [self.own_states if b is None else pickle.loads(b) for b in shipped]
-        nxt = [0] * len(shipped)
         pending = []
-        for key, f, w, i, p in self.chosen:
-            c = states[w][i] if w == me else states[w][nxt[w]]
-            nxt[w] += 1
-            pending.append((key, f, c, w, p))
-        self.pending, self.chosen, self.own_states = pending, [], []
-        found: dict[int, int] = {}
-        for j in active:
+        for owner, w in enumerate(wins):
+            if w is None:
+                idx, ms = self.wins_here
+            else:
+                idx, ms = array("I"), array("Q")
+                idx.frombytes(w[0])
+                if w[1]:
+                    ms.frombytes(w[1])
+                else:
+                    ms = array("Q", [1]) * len(idx)
+            states, _, keys, pos, acts, _ = self.boxes[owner]
+            pending += [(keys[i], states[i], me, pos[i], acts[i], m)
+                        for i, m in zip(idx, ms, strict=True)]
+        pending.sort(key=_first)
+        self.pending, self.boxes, self.wins_here = pending, [], (array("I"), array("Q"))
+        return len(pending)
+
+    def give(self, count: int) -> bytes:
+        """The last `count` pending states (in key order), for another holder: a frontier
+        larger than the others' would make everyone wait for it."""
+        out, self.pending[-count:] = self.pending[-count:], []
+        b = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+        self.bytes_out += len(b)
+        return b
+
+    def settle(self, undecided: list[int], *given: bytes) -> tuple[bytes, bytes, list]:
+        """The pending states, with those given by other holders, in key order; the
+        properties checked on them. Returns their keys, their members (a family), and per
+        (property, member) still undecided (`undecided`: a mask per property) the position
+        of the first state that decides it."""
+        pending = self.pending
+        if given:
+            for b in given:
+                pending += pickle.loads(b)
+            pending.sort(key=_first)
+        found = []
+        for j, und in enumerate(undecided):
+            if not und:
+                continue
             prop = self.props[j]
             inv = prop.kind == "invariant"
             for i, e in enumerate(pending):
-                if (not prop.predicate(e[2])) is inv:
-                    found[j] = i
-                    break
-        return array("q", (e[0] for e in pending)).tobytes(), found
+                hit = und & e[5]
+                if hit and (not prop.predicate(e[1])) is inv:
+                    found += [[j, m, i] for m in _bits(hit)]
+                    und &= ~hit
+                    if not und:
+                        break
+        keys = array("q", map(_first, pending)).tobytes()
+        ms = array("Q", (e[5] for e in pending)).tobytes() if self.family else b""
+        return keys, ms, found
 
-    def transitions_before(self, g: int) -> int:
-        """Transitions of the expanded level's parents numbered below `g`."""
-        return sum(m for gi, m in zip(self.frontier_g, self.nsucc, strict=True) if gi < g)
+    def transitions_before(self, g: int, member: int) -> int:
+        """Transitions of `member` from the expanded level's parents numbered below `g`."""
+        if not self.family:
+            return sum(m for gi, m in zip(self.frontier_g, self.nsucc, strict=True) if gi < g)
+        bit, out, at = 1 << member, 0, 0
+        for gi, m in zip(self.frontier_g, self.nsucc, strict=True):
+            if gi < g:
+                out += sum(1 for x in self.succ_m[at:at + m] if x & bit)
+            at += m
+        return out
 
     def commit(self, globals_: bytes) -> None:
-        """The pending states become this worker's part of the next level."""
+        """The pending states become this worker's part of the next level; as owner, this
+        level's new fingerprints join the seen set."""
+        self.seen.update(self.won)
+        self.won = {}
         pend, self.pending = self.pending, []
-        self.seen.update(e[1] for e in pend)
-        self.par_w.append(array("H", (e[3] for e in pend)))
-        self.par_p.append(array("I", (e[4] for e in pend)))
-        self.act.append(array("I", (e[0] & ((1 << KEY_SHIFT) - 1) for e in pend)))
-        self.frontier = [e[2] for e in pend]
+        self.par_w.append(array("H", (e[2] for e in pend)))
+        self.par_p.append(array("I", (e[3] for e in pend)))
+        self.act.append(array("I", (e[4] for e in pend)))
+        self.frontier = [e[1] for e in pend]
+        self.frontier_m = array("Q", (e[5] for e in pend))
+        if self.family:
+            self.masks.append(self.frontier_m)
         g = array("q")
         g.frombytes(globals_)
         self.frontier_g = g
@@ -304,13 +417,15 @@ class _Partition:
         """This partition at a level boundary, as snapshot data (see `_check_part`)."""
         return {"seen": array("Q", self.seen), "par_w": self.par_w, "par_p": self.par_p,
                 "act": self.act, "frontier": self.frontier, "frontier_g": self.frontier_g,
-                "coverage": list(self.coverage.items()), "bytes_out": self.bytes_out}
+                "coverage": [[a, c] for (_, a), c in self.coverage.items()],
+                "bytes_out": self.bytes_out}
 
     def restore(self, d: dict[str, Any]) -> None:
-        self.seen = set(d["seen"])
+        self.seen = dict.fromkeys(d["seen"], 1)
         self.par_w, self.par_p, self.act = d["par_w"], d["par_p"], d["act"]
         self.frontier, self.frontier_g = d["frontier"], d["frontier_g"]
-        self.coverage = Counter(dict(d["coverage"]))
+        self.frontier_m = array("Q", [1]) * len(self.frontier)
+        self.coverage = Counter({(1, a): c for a, c in d["coverage"]})
         self.bytes_out = d["bytes_out"]
 
     def pid(self) -> int:
@@ -318,6 +433,9 @@ class _Partition:
 
     def parent(self, level: int, pos: int) -> tuple[int, int, int]:
         return self.par_w[level][pos], self.par_p[level][pos], self.act[level][pos]
+
+    def level_masks(self, level: int) -> bytes:
+        return self.masks[level].tobytes()
 
     def totals(self) -> tuple[dict[Any, int], int, float]:
         return dict(self.coverage), self.bytes_out, time.process_time()
@@ -419,13 +537,34 @@ class _Found:
 
 
 def _ranks(keys: list[array], n: int) -> list[array]:
-    """Global numbers of each owner's new states: their ranks among all owners' keys (keys
-    are unique: one transition of one parent makes one state)."""
+    """Global numbers of each holder's new states: their ranks among all holders' keys (keys
+    are unique: one successor of one parent makes one entry)."""
     tagged = sorted(k * n + j for j, ks in enumerate(keys) for k in ks)
     out = [array("q") for _ in range(n)]
     for g, t in enumerate(tagged):
         out[t % n].append(g)
     return out
+
+
+def balance(counts: Sequence[int], slack: float = BALANCE_SLACK) -> list[tuple[int, int, int]]:
+    """Moves ``(giver, taker, states)`` that even out the holders' next frontiers, none when
+    the largest is within `slack` of an even share (a few states more cost less than
+    moving them). Greedy in worker order, so the same counts give the same moves."""
+    n, total = len(counts), sum(counts)
+    share = [total // n + (i < total % n) for i in range(n)]
+    if max(c - s for c, s in zip(counts, share, strict=True)) <= slack * total / n:
+        return []
+    give = [[i, c - s] for i, (c, s) in enumerate(zip(counts, share, strict=True)) if c > s]
+    take = [[i, s - c] for i, (c, s) in enumerate(zip(counts, share, strict=True)) if c < s]
+    moves = []
+    while give and take:
+        m = min(give[0][1], take[0][1])
+        moves.append((give[0][0], take[0][0], m))
+        for box in (give, take):
+            box[0][1] -= m
+            if not box[0][1]:
+                box.pop(0)
+    return moves
 
 
 def explore_cluster(
@@ -449,6 +588,38 @@ def explore_cluster(
     a worker). `save`: a snapshot at level boundaries, at most every `save_every` seconds
     and at the end (not after a worker was lost: the last one stays); `resume`: continue
     from one, made with the same number of workers (`SnapshotMismatch` otherwise)."""
+    [ex] = _explore(ray, model, properties, False, workers, max_states, max_depth,
+                    max_seconds, progress, on_level, save, resume, save_every)
+    return ex
+
+
+def explore_cluster_family(
+    ray: Any,
+    family: Any,
+    properties: Iterable[Property] = (),
+    *,
+    workers: int = 2,
+    max_states: int | None = None,
+    max_depth: int | None = None,
+    max_seconds: float | None = None,
+    progress: Any = None,
+    on_level: Callable[[int, list[Any]], None] | None = None,
+) -> list[Exploration]:
+    """`checker.family.explore_family` (every property to the end, ``stop_when_decided``
+    off) with the family's entries partitioned among `workers`: one Exploration per
+    member, with its own run's states, verdicts and traces. No snapshots."""
+    for required in ("init_states", "successors_family", "members"):
+        if not callable(getattr(family, required, None)):
+            raise TypeError(f"{type(family).__name__} is not a family model: no {required}()")
+    return _explore(ray, family, properties, True, workers, max_states, max_depth,
+                    max_seconds, progress, on_level, None, None, 10.0)
+
+
+def _explore(ray: Any, model: Any, properties: Iterable[Property], family: bool, workers: int,
+             max_states: int | None, max_depth: int | None, max_seconds: float | None,
+             progress: Any, on_level: Callable[[int, list[Any]], None] | None,
+             save: str | os.PathLike[str] | None, resume: str | os.PathLike[str] | None,
+             save_every: float) -> list[Exploration]:
     h = hooks(model)
     props = list(properties)
     names = [p.name for p in props]
@@ -463,9 +634,9 @@ def explore_cluster(
     if save is not None:
         check_overwritable(save, h.fingerprint_salt)
     actor = ray.remote(_Partition).options(num_cpus=1, max_restarts=0)
-    parts = [actor.remote(i, workers, model, props) for i in range(workers)]
+    parts = [actor.remote(i, workers, model, props, family) for i in range(workers)]
     try:
-        d = _Driver(ray, h, props, parts, workers)
+        d = _Driver(ray, h, props, parts, workers, model.members() if family else None)
         d.save_path, d.save_every = save, save_every
         if snap is not None:
             d.restore(snap)
@@ -477,10 +648,17 @@ def explore_cluster(
 
 class _Driver:
     def __init__(self, ray: Any, h: ModelHooks, props: list[Property], parts: list[Any],
-                 n: int) -> None:
+                 n: int, members: list[Any] | None) -> None:
         self.ray, self.h, self.props, self.parts, self.n = ray, h, props, parts, n
-        self.found: dict[int, _Found] = {}
-        self.levels: list[int] = []
+        self.family = members is not None
+        self.members = [hooks(m) for m in members] if members is not None else [h]
+        self.all = (1 << len(self.members)) - 1
+        self.found: dict[tuple[int, int], _Found] = {}  # (property, member) -> where
+        self.undecided = [self.all] * len(props)  # per property: members not decided
+        self.levels: list[int] = []  # entries per level (a plain model: states)
+        self.member_levels: list[list[int]] = []  # per level, per member: states
+        self.tmask: dict[int, int] = {}  # members -> transitions
+        self.deeper = self.all  # at max_depth: the members with deeper states
         self.states = self.transitions = 0
         self.level = 0
         self.t0 = time.perf_counter()
@@ -491,6 +669,7 @@ class _Driver:
         self.save_path: str | os.PathLike[str] | None = None
         self.save_every = 10.0
         self.t_save = self.t0
+        self.moved = 0  # states given from one holder to another
 
     def get(self, refs: Any) -> Any:
         try:
@@ -508,7 +687,8 @@ class _Driver:
                              f"({type(e).__name__}: {first})") from None
 
     def run(self, max_states: int | None, max_depth: int | None, max_seconds: float | None,
-            progress: Any, on_level: Callable[[int, list[Any]], None] | None) -> Exploration:
+            progress: Any, on_level: Callable[[int, list[Any]], None] | None
+            ) -> list[Exploration]:
         parts = self.parts
         stopped: StopReason | None = None
         complete = False
@@ -520,15 +700,15 @@ class _Driver:
             complete = self.done
             while not complete:
                 if max_depth is not None and self.level >= max_depth:
-                    keys = self.next_level(commit=False)
-                    if any(len(k) for k in keys):
+                    self.deeper = self.next_level(commit=False)
+                    if self.deeper:
                         stopped = "max_depth"
                     else:
                         complete = True
                     break
                 if on_level is not None:
                     on_level(self.level, parts)
-                if not any(len(k) for k in self.next_level(commit=True)):
+                if not self.next_level(commit=True):
                     complete = True
                     break
                 now = time.perf_counter()
@@ -547,23 +727,31 @@ class _Driver:
             stopped = "interrupt"
         if self.save_path is not None and stopped != "worker_lost" and self.started:
             self.save(complete=complete and max_depth is None)
-        ex = self.exploration(stopped, complete, max_depth)
+        exs = self.explorations(stopped, complete, max_depth)
         close = getattr(progress, "close", None)
         if close is not None:
             close(self.info(time.perf_counter(), final=True, stopping=stopped))
-        if ex.stopped_by != "worker_lost":
+        if stopped != "worker_lost":
             cov, sent, cpu = zip(*self.get([p.totals.remote() for p in parts]), strict=True)
-            ex.coverage, ex.never_fired = self.coverage(cov)
-            ex.bytes_exchanged = sum(sent)
-            ex.worker_cpu_seconds = sum(cpu)
-        return ex
+            for m, ex in enumerate(exs):
+                bit = 1 << m
+                ex.coverage, ex.never_fired = coverage_by_name(
+                    ((a, c) for per in cov for (cm, a), c in per.items() if cm & bit),
+                    self.members[m].action_name, self.members[m].all_action_names)
+                ex.bytes_exchanged = sum(sent)
+                ex.worker_cpu_seconds = sum(cpu)
+                ex.states_moved = self.moved
+        return exs
 
     def info(self, now: float, **kw: Any) -> ProgressInfo:
         run = now - self.t0
+        extra = {"variants": len(self.members),
+                 "undecided": sum(self.undecided[j] >> m & 1 for j in range(len(self.props))
+                                  for m in range(len(self.members)))} if self.family else {}
         return ProgressInfo(states=self.states, transitions=self.transitions,
                             queue=self.levels[-1] if self.levels else 0, depth=self.level,
                             elapsed=run, states_per_s=self.states / run if run > 0 else 0.0,
-                            **kw)
+                            **extra, **kw)
 
     def start(self) -> None:
         """Level 0, at the driver: the initial states, numbered as the single process does."""
@@ -590,59 +778,91 @@ class _Driver:
             for g, (_i, c, _f) in enumerate(kept):
                 if (not p.predicate(c)) is (p.kind == "invariant"):
                     w, pos = where[g]
-                    self.found[j] = _Found(0, w, pos, g + 1, 0, self.elapsed())
+                    for m in range(len(self.members)):
+                        self.found[(j, m)] = _Found(0, w, pos, g + 1, 0, self.elapsed())
+                    self.undecided[j] = 0
                     break
-        self.get([part.start.remote(*per[j]) for j, part in enumerate(self.parts)])
+        self.get([part.start.remote(*per[j], self.all) for j, part in enumerate(self.parts)])
         self.levels.append(len(kept))
+        self.member_levels.append([len(kept)] * len(self.members))
         self.started = True
 
     def elapsed(self) -> float:
         return self.seconds0 + time.perf_counter() - self.t0
 
-    def next_level(self, commit: bool) -> list[array]:
-        """One round (see the module doc); the new states' keys per owner."""
+    def member_transitions(self, m: int) -> int:
+        return sum(c for cm, c in self.tmask.items() if cm >> m & 1)
+
+    def next_level(self, commit: bool) -> int:
+        """One round (see the module doc). Returns the members with new states (for a
+        plain model: 1 if there are any, else 0)."""
         n, parts = self.n, self.parts
 
-        def each(refs: Any) -> list[Any]:  # num_returns=1 gives one ref, not a list
-            return refs if n > 1 else [refs]
-
         outs = [p.expand.options(num_returns=n + 1).remote(not commit) for p in parts]
-        asks = [each(parts[j].select.options(num_returns=n).remote(
-            *[outs[i][j] for i in range(n)])) for j in range(n)]
-        ships = [each(parts[i].ship.options(num_returns=n).remote(
-            *[asks[j][i] for j in range(n)])) for i in range(n)]
-        active = [j for j in range(len(self.props)) if j not in self.found]
-        merged = [parts[j].merge.remote(active, *[ships[i][j] for i in range(n)])
-                  for j in range(n)]
-        stats = self.get([o[n] for o in outs])
-        got = self.get(merged)
+        asks = [parts[j].select.options(num_returns=n + 1).remote(
+            *[outs[i][j] for i in range(n)]) for j in range(n)]
+        if not commit:
+            news = 0
+            for a in self.get([a[n] for a in asks] + [o[n] for o in outs]):
+                news |= a
+            return news
+        counts = self.get([parts[i].keep.remote(*[asks[j][i] for j in range(n)])
+                           for i in range(n)])
+        tms = self.get([o[n] for o in outs])
+        given: list[list[Any]] = [[] for _ in range(n)]
+        for giver, taker, m in balance(counts):
+            given[taker].append(parts[giver].give.remote(m))
+            self.moved += m
+        got = self.get([p.settle.remote(self.undecided, *given[j])
+                        for j, p in enumerate(parts)])
         keys: list[array] = []
-        for blob, _ in got:
+        for blob, _, _ in got:
             a = array("q")
             a.frombytes(blob)
             keys.append(a)
-        if not commit or not any(len(k) for k in keys):
-            return keys
-        ranks = _ranks(keys, n)
-        level_transitions = sum(stats)
-        for j in range(len(self.props)):
-            if j in self.found:
-                continue
-            hits = [(ranks[w][pos], w, pos) for w, (_, f) in enumerate(got)
-                    if (pos := f.get(j)) is not None]
-            if hits:
-                g, w, pos = min(hits)
-                parent = keys[w][pos] >> KEY_SHIFT
-                before = sum(self.get([p.transitions_before.remote(parent) for p in parts]))
-                self.found[j] = _Found(self.level + 1, w, pos, self.states + g + 1,
-                                       self.transitions + before, self.elapsed())
-        self.get([p.commit.remote(ranks[j].tobytes()) for j, p in enumerate(parts)])
         new = sum(len(k) for k in keys)
+        if not new:
+            return 0
+        ranks = _ranks(keys, n)
+        masks: list[int] = [1] * new  # members of each new entry, in global order
+        if self.family:
+            for (_, mblob, _), rk in zip(got, ranks, strict=True):
+                ms = array("Q")
+                ms.frombytes(mblob)
+                for g, m in zip(rk, ms, strict=True):
+                    masks[g] = m
+        per_member: dict[int, int] = {}
+        _count_elements(per_member, masks)
+        before = [self.member_transitions(m) for m in range(len(self.members))]
+        hits: dict[tuple[int, int], tuple[int, int, int]] = {}  # (prop, member) -> g, w, pos
+        for w, (_, _, found) in enumerate(got):
+            for j, m, pos in found:
+                g = ranks[w][pos]
+                if (j, m) not in hits or g < hits[(j, m)][0]:
+                    hits[(j, m)] = (g, w, pos)
+        for (j, m), (g, w, pos) in sorted(hits.items()):
+            bit = 1 << m
+            prior = sum(lv[m] for lv in self.member_levels)
+            upto = sum(1 for x in masks[:g + 1] if x & bit) if self.family else g + 1
+            parent = keys[w][pos] >> KEY_SHIFT
+            tb = sum(self.get([p.transitions_before.remote(parent, m) for p in parts]))
+            self.found[(j, m)] = _Found(self.level + 1, w, pos, prior + upto, before[m] + tb,
+                                        self.elapsed())
+            self.undecided[j] &= ~bit
+        self.get([p.commit.remote(ranks[j].tobytes()) for j, p in enumerate(parts)])
+        for tm in tms:
+            for cm, c in tm.items():
+                self.tmask[cm] = self.tmask.get(cm, 0) + c
+                self.transitions += c
         self.levels.append(new)
+        self.member_levels.append([sum(c for cm, c in per_member.items() if cm >> m & 1)
+                                   for m in range(len(self.members))])
         self.states += new
-        self.transitions += level_transitions
         self.level += 1
-        return keys
+        got_any = 0
+        for cm in per_member:
+            got_any |= cm
+        return got_any
 
     def save(self, complete: bool) -> None:
         """A snapshot at this level boundary: the driver's figures and every partition."""
@@ -652,20 +872,24 @@ class _Driver:
         data = {"level": self.level, "levels": self.levels, "states": self.states,
                 "transitions": self.transitions, "seconds": self.elapsed(), "done": complete,
                 "found": [[j, f.level, f.worker, f.pos, f.states, f.transitions, f.seconds]
-                          for j, f in self.found.items()], "parts": parts}
+                          for (j, _), f in self.found.items()], "parts": parts}
         write_snapshot(self.save_path, header, data)  # type: ignore[arg-type]
         self.t_save = time.perf_counter()
 
     def restore(self, data: dict[str, Any]) -> None:
         self.level, self.levels = data["level"], data["levels"]
+        self.member_levels = [[c] for c in self.levels]
         self.states, self.transitions = data["states"], data["transitions"]
+        self.tmask = {1: self.transitions}
         self.seconds0, self.done = data["seconds"], data["done"]
-        self.found = {f[0]: _Found(*f[1:]) for f in data["found"]}
+        self.found = {(f[0], 0): _Found(*f[1:]) for f in data["found"]}
+        for j, _ in self.found:
+            self.undecided[j] = 0
         self.inits = list(self.h.init_states())
         self.get([p.restore.remote(d) for p, d in zip(self.parts, data["parts"], strict=True)])
         self.started = True
 
-    def trace(self, f: _Found, prop: Property) -> Trace:
+    def trace(self, f: _Found, prop: Property, h: ModelHooks) -> Trace:
         path: list[int] = []
         w, pos = f.worker, f.pos
         for lvl in range(f.level, 0, -1):
@@ -673,29 +897,37 @@ class _Driver:
             path.append(k)
         _, init, _ = self.get(self.parts[w].parent.remote(0, pos))
         path.reverse()
-        return replay(self.h, self.inits[init], path, prop)
+        return replay(h, self.inits[init], path, prop)
 
-    def coverage(self, per_worker: Sequence[dict[Any, int]]) -> tuple[dict[str, int], list[str]]:
-        return coverage_by_name((kv for cov in per_worker for kv in cov.items()),
-                                self.h.action_name, self.h.all_action_names)
-
-    def exploration(self, stopped: StopReason | None, complete: bool,
-                    max_depth: int | None) -> Exploration:
+    def explorations(self, stopped: StopReason | None, complete: bool,
+                     max_depth: int | None) -> list[Exploration]:
+        """One per member (a plain model: one), each what its own run gives."""
         seconds = self.elapsed()
-        depth = max((i for i, c in enumerate(self.levels) if c), default=0)
-        # No trace can be rebuilt through a lost worker's parent pointers.
-        found = {} if stopped == "worker_lost" else self.found
-        results = property_results(
-            self.props, found, self.trace, complete=complete,
-            reason="" if complete else self.reason(stopped, max_depth), max_depth=max_depth,
-            states=self.states, transitions=self.transitions, depth=depth, seconds=seconds,
-            engine=ENGINE)
-        return Exploration(
-            results=results, coverage={}, never_fired=[], states=self.states,
-            transitions=self.transitions, depth=depth, seconds=seconds, complete=complete,
-            stopped_by=None if complete else stopped, levels=list(self.levels), engine=ENGINE,
-            collision_probability=min(1.0, self.states * (self.states - 1) / 2
-                                      / 2 ** (8 * FP_BYTES)))
+        out = []
+        for m, h in enumerate(self.members):
+            levels = [lv[m] for lv in self.member_levels]
+            while len(levels) > 1 and not levels[-1]:
+                levels.pop()
+            states = sum(levels)
+            depth = max((i for i, c in enumerate(levels) if c), default=0)
+            done = complete or (stopped == "max_depth" and not self.deeper >> m & 1)
+            why = None if done else stopped
+            # No trace can be rebuilt through a lost worker's parent pointers.
+            found = {} if stopped == "worker_lost" else {
+                j: f for (j, mm), f in self.found.items() if mm == m}
+            transitions = self.member_transitions(m)
+            results = property_results(
+                self.props, found, lambda f, p, h=h: self.trace(f, p, h), complete=done,
+                reason="" if done else self.reason(why, max_depth), max_depth=max_depth,
+                states=states, transitions=transitions, depth=depth, seconds=seconds,
+                engine=ENGINE)
+            out.append(Exploration(
+                results=results, coverage={}, never_fired=[], states=states,
+                transitions=transitions, depth=depth, seconds=seconds, complete=done,
+                stopped_by=why, levels=levels, engine=ENGINE,
+                collision_probability=min(1.0, states * (states - 1) / 2
+                                          / 2 ** (8 * FP_BYTES))))
+        return out
 
     def reason(self, stopped: StopReason | None, max_depth: int | None) -> str:
         within = f"every state up to depth {self.level} checked"

@@ -81,13 +81,22 @@ def _explore_one(args: tuple) -> tuple[str, Exploration, float]:
 
 def _explore_cluster(cfg: Config, vnames: Sequence[str], spec_names: Sequence[str],
                      bounds: dict[str, Any], show: bool, address: str, workers: int | None,
-                     snap: dict[str, Any]) -> Iterator[tuple[str, Exploration]]:
-    """Each variant in turn, its states partitioned among the cluster's workers."""
+                     snap: dict[str, Any], family: bool) -> Iterator[tuple[str, Exploration]]:
+    """The variants as one family, or each in turn, the states partitioned among the
+    cluster's workers."""
     from checker.cluster import cluster_cpus, session
-    from checker.distributed import explore_cluster
+    from checker.distributed import explore_cluster, explore_cluster_family
 
     with session(address, workers) as ray:
         n = workers or cluster_cpus(ray)
+        if family:
+            fam = CrFamily(cfg, [VARIANTS[v] for v in vnames])
+            progress = auto_progress(sys.stderr, title=f"{len(vnames)} variants on {n} "
+                                     "workers") if show else None
+            yield from zip(vnames, explore_cluster_family(
+                ray, fam, properties(spec_names), workers=n, progress=progress, **bounds),
+                strict=True)
+            return
         for vname in vnames:
             m = CrModel(cfg, VARIANTS[vname])
             progress = auto_progress(sys.stderr, title=f"{vname} on {n} workers") if show \
@@ -216,8 +225,7 @@ def check(
     if (save or resume) and cluster is not None:
         raise UsageError("--save/--resume belong to the single-process explicit engine, "
                          "not to --cluster")
-    # On a cluster each variant's states are partitioned among the workers, variant by variant.
-    family = len(vnames) > 1 and not per_variant and cluster is None
+    family = len(vnames) > 1 and not per_variant
     if (save or resume) and len(vnames) > 1 and not family:
         raise UsageError("--save/--resume need exactly one --variant with --per-variant")
     # Every output checked before the exploration: a bad path found at the end loses it.
@@ -250,7 +258,7 @@ def check(
         snap = {"save": save, "resume": resume, "save_every": save_every}
         try:
             for vname, ex in _explore_cluster(cfg, vnames, snames, bounds, progress, cluster,
-                                              workers, snap):
+                                              workers, snap, family):
                 explorations[vname] = ex
                 if on_variant:
                     on_variant(vname, ex)

@@ -113,6 +113,59 @@ def test_explicit_search_on_two_workers_as_in_one_process(cluster, tiny_explorat
     assert two.bytes_exchanged > 0
 
 
+FAMILY = ["linuxcr", "fixed", "criu", "subtree"]
+
+
+def _answers(ex) -> tuple:
+    return (ex.states, ex.transitions, ex.levels, ex.depth, ex.complete, ex.stopped_by,
+            ex.coverage, ex.never_fired,
+            [(r.property, r.verdict, r.states, r.transitions, r.depth, r.trace)
+             for r in ex.results])
+
+
+def test_a_family_on_two_workers_as_in_one_process(cluster) -> None:
+    """Several variants as one family, its entries partitioned among 2 workers: each
+    variant's states per level, transitions, coverage, verdicts, figures and traces are
+    those of the single-process family search, to depth 6 (deeper states exist: the last
+    level is probed); `crmodel check` with several variants on the cluster gives the same
+    rows as one process."""
+    from checker.distributed import explore_cluster_family
+    from checker.family import explore_family
+    from model.system import CrFamily
+
+    fam = CrFamily(api.config("tiny"), [VARIANTS[v] for v in FAMILY])
+    props = api.properties(list(api.SPECS))
+    one = explore_family(fam, props, max_depth=6, stop_when_decided=False)
+    two = explore_cluster_family(cluster, fam, props, workers=2, max_depth=6)
+    assert [_answers(e) for e in two] == [_answers(e) for e in one]
+    assert sum(r.trace is not None for e in two for r in e.results) > 20
+    assert {e.stopped_by for e in two} == {"max_depth"}
+    rows = [[(r.variant, r.spec, r.verdict, r.states, r.depth, r.reason) for r in
+             api.check("tiny", FAMILY, max_depth=4, **kw).rows]
+            for kw in ({"jobs": 1}, {"cluster": "auto", "workers": 2})]
+    assert rows[0] == rows[1]
+
+
+def test_a_family_on_two_workers_keeps_each_members_order(cluster) -> None:
+    """Two graphs where member B reaches 3 only after 4: B's counterexample is its own
+    (0, 1, 4, 8), as in its own run, although A found 3 first, on another worker or not."""
+    import test_family
+    from ray import cloudpickle
+    from test_family import BAD, GRAPH_A, GRAPH_B
+
+    from checker import explore
+    from checker.distributed import explore_cluster_family
+    from checker.family import ModelFamily
+
+    cloudpickle.register_pickle_by_value(test_family)  # the workers cannot import tests/
+    solo = [explore(g, BAD, stop_when_decided=False) for g in (GRAPH_A, GRAPH_B)]
+    for n in (1, 2):
+        two = explore_cluster_family(cluster, ModelFamily([GRAPH_A, GRAPH_B]), BAD, workers=n)
+        assert [_answers(e)[:5] + _answers(e)[-1:] for e in two] == \
+            [_answers(e)[:5] + _answers(e)[-1:] for e in solo]
+        assert [s.state for s in two[1].results[0].trace.steps] == [0, 1, 4, 8]
+
+
 def test_a_worker_killed_mid_run_stops_with_the_figures_so_far(cluster) -> None:
     """A worker's process killed before depth 3 is expanded: the run stops, undecided
     properties `unknown`, the reason names the worker and the levels completed."""
