@@ -37,11 +37,12 @@ from model.state import (
     PTS,
     RESTARTED,
     TIMERFD,
+    UNIX,
     WRITTEN,
 )
-from model.symbolic import CrSymModel, Sizes, symbolic_model
+from model.symbolic import CrSymModel, Sizes, sockets, symbolic_model
 from model.symbolic.state import KNOWN_FLAGS, PIPES
-from model.symbolic.terms import FW, all_, any_, bv, in_, is_, num, sel
+from model.symbolic.terms import FW, all_, any_, bv, cnt, in_, is_, num, sel
 from model.variants import Variant
 from specs.registry import SPECS
 
@@ -56,28 +57,36 @@ class Lemma:
     doc: str
     pred: Pred
     properties: tuple[str, ...]
+    sockets: bool = False  # only for a model with unix sockets (`Sizes.queue` > 0)
 
 
 LEMMAS: dict[str, Lemma] = {}
 
 
-def lemma(*properties: str) -> Callable[[Pred], Pred]:
-    """Register a lemma for the proofs of `properties`; its docstring's first sentence is
-    what it states."""
+def lemma(*properties: str, sockets: bool = False) -> Callable[[Pred], Pred]:
+    """Register a lemma for the proofs of `properties` (`sockets`: only where the model has
+    unix sockets); its docstring's first sentence is what it states."""
 
     def deco(fn: Pred) -> Pred:
         doc = inspect.cleandoc(fn.__doc__ or "")
         if not doc:
             raise ValueError(f"lemma {fn.__name__} needs a docstring")
-        LEMMAS[fn.__name__] = Lemma(fn.__name__, " ".join(doc.split()), fn, properties)
+        LEMMAS[fn.__name__] = Lemma(fn.__name__, " ".join(doc.split()), fn, properties,
+                                    sockets)
         return fn
 
     return deco
 
 
-def lemmas_for(prop: str) -> list[Lemma]:
-    """The lemmas the inductive proof of `prop` uses, in declaration order."""
-    return [lem for lem in LEMMAS.values() if prop in lem.properties]
+def lemmas_for(prop: str, sockets: bool = False) -> list[Lemma]:
+    """The lemmas the inductive proof of `prop` uses, in declaration order (those about unix
+    sockets only if `sockets`)."""
+    return [lem for lem in LEMMAS.values()
+            if prop in lem.properties and (sockets or not lem.sockets)]
+
+
+def _sockets_lemmas_for(prop: str) -> list[Lemma]:
+    return lemmas_for(prop, sockets=True)
 
 
 def proof_model(cfg_or_sizes: Config | Sizes, variant: Variant, **kw: Any) -> CrSymModel:
@@ -85,7 +94,9 @@ def proof_model(cfg_or_sizes: Config | Sizes, variant: Variant, **kw: Any) -> Cr
     specs: the lemmas of this module, and each spec's predicate (a counterexample replayed on
     the explicit model must violate it)."""
     predicates = {name: spec.predicate for name, spec in SPECS.items()}
-    return symbolic_model(cfg_or_sizes, variant, lemmas=lemmas_for, predicates=predicates, **kw)
+    socks = (cfg_or_sizes.queue if isinstance(cfg_or_sizes, Sizes) else kw.get("queue", 0)) > 0
+    return symbolic_model(cfg_or_sizes, variant, predicates=predicates,
+                          lemmas=_sockets_lemmas_for if socks else lemmas_for, **kw)
 
 
 def _phase_in(s: Any, phases: tuple[int, ...]) -> z3.BoolRef:
@@ -101,7 +112,7 @@ _LEAK_SPECS = ("leak_detection_sound", "leak_detection_sound_at_write", "pipe_pe
 def objhash_empty_before_collect(m: Any, s: Any) -> z3.BoolRef:
     """Before collect (no checkpoint, or just frozen) the objhash holds nothing."""
     hashed = (list(s["h_tab"]) + list(s["h_file"]) + list(s["h_ino"])
-              + [h for pair in s["h_tty"] for h in pair])
+              + [h for pair in s["h_tty"] for h in pair] + (list(s["h_sock"]) if m.Q else []))
     return z3.Implies(_phase_in(s, (0, FROZEN)), z3.Not(any_(hashed)))
 
 
@@ -115,6 +126,17 @@ def one_master_per_pty(m: Any, s: Any) -> z3.BoolRef:
             both = z3.And(v.alive_f[f], v.alive_f[g], is_(s["kind"][f], PTMX),
                           is_(s["kind"][g], PTMX))
             out.append(z3.Implies(both, s["obj"][f] != s["obj"][g]))
+    return all_(out)
+
+
+@lemma(*_LEAK_SPECS, "leak_detection_complete", sockets=True)
+def two_ends_per_socket_pair(m: Any, s: Any) -> z3.BoolRef:
+    """No three live unix socket files are on the same socket pair."""
+    v = m.view(s)
+    live = [z3.And(v.alive_f[f], is_(s["kind"][f], UNIX)) for f in range(m.NF)]
+    out = [z3.Not(z3.And(live[f], live[g], live[h], s["obj"][f] == s["obj"][g],
+                         s["obj"][g] == s["obj"][h]))
+           for f in range(m.NF) for g in range(f + 1, m.NF) for h in range(g + 1, m.NF)]
     return all_(out)
 
 
@@ -157,7 +179,23 @@ def counts_match_inside_references(m: Any, s: Any) -> z3.BoolRef:
         out.append(s["h_tty"][o][1] == hs)
         out.append(z3.Implies(s["h_tty"][o][1], s["u_tty"][o][1]
                               == start1 + v.hashed_on(o, ptmx) + v.hashed_on(o, pts)))
+    if m.Q:
+        out += _sock_counts(m, s, v, start1)
     return all_(out)
+
+
+def _sock_counts(m: Any, s: Any, v: Any, start1: z3.ExprRef) -> list[z3.BoolRef]:
+    """A socket is hashed when its file is, or the file whose peer it is; its users count
+    both (the socket conjunct of `counts_match_inside_references`)."""
+    pi = sockets.peer_is(v)
+    out = []
+    for f in range(m.NF):
+        by = [z3.And(s["h_file"][f], is_(s["kind"][f], UNIX))] + [
+            z3.And(s["h_file"][g], is_(s["kind"][g], UNIX), pi[g][f])
+            for g in range(m.NF) if g != f]
+        out.append(s["h_sock"][f] == any_(by))
+        out.append(z3.Implies(s["h_sock"][f], s["u_sock"][f] == start1 + cnt(by, m.CW)))
+    return out
 
 
 @lemma(*_LEAK_SPECS)
@@ -181,6 +219,8 @@ def checked_objects_not_shared(m: Any, s: Any) -> z3.BoolRef:
     out += [z3.Not(z3.And(s["h_ino"][o], s["g_ino"][o])) for o in range(m.NF)]
     out += [z3.Not(z3.And(s["h_tty"][o][i], s["g_tty"][o][i]))
             for o in range(m.NF) for i in (0, 1)]
+    if m.Q:
+        out += [z3.Not(z3.And(s["h_sock"][f], s["g_sock"][f])) for f in range(m.NF)]
     for f in range(m.NF):
         pipe = z3.And(s["h_file"][f], in_(s["kind"][f], PIPES))
         out.append(z3.Implies(pipe, z3.Not(sel(s["obj"][f], s["g_ino"]))))
@@ -252,8 +292,15 @@ def flags_ok(kind: z3.BitVecRef, flags: z3.BitVecRef) -> z3.BoolRef:
 def flags_wellformed(m: Any, s: Any) -> z3.BoolRef:
     """Every file slot's f_flags are a valid access mode plus known status bits, a pipe
     end's access mode matches its kind, epoll and timerfd files are O_RDWR without O_ASYNC or
-    O_DIRECT, and pty files never have O_DIRECT."""
-    return all_(flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF))
+    O_DIRECT, pty files never have O_DIRECT, and unix sockets are O_RDWR without O_DIRECT."""
+    from model.flags import O_DIRECT, O_RDWR
+
+    out = [flags_ok(s["kind"][f], s["flags"][f]) for f in range(m.NF)]
+    if m.Q:
+        out += [z3.Implies(is_(s["kind"][f], UNIX), z3.And((s["flags"][f] & 3) == O_RDWR,
+                                                          (s["flags"][f] & O_DIRECT) == 0))
+                for f in range(m.NF)]
+    return all_(out)
 
 
 def _written_ghost_means_error(s: Any, ghost: str) -> z3.BoolRef:

@@ -18,6 +18,7 @@ from model.state import (
     OBJ_FILE,
     OBJ_FILE_TABLE,
     OBJ_INODE,
+    OBJ_SOCK,
     OBJ_TTY,
     REG,
     WRITTEN,
@@ -42,6 +43,8 @@ def encode_world(m: CrSymModel, w: World) -> dict[str, Any] | None:
         return None
     if any(f.obj >= NF for f in w.files):
         return None
+    if any(len(f.rcvq) > m.Q for f in w.files):
+        return None  # a queue longer than the symbolic one (or any queue without sockets)
     cr = w.cr
     if cr and cr.phase not in (FROZEN, COLLECTED, CHECKED, WRITTEN):
         return None
@@ -68,9 +71,15 @@ def encode_world(m: CrSymModel, w: World) -> dict[str, Any] | None:
     val["owner"] = [bool(fget(f, "owner", 0)) for f in range(NF)]
     val["ep"] = [[[f < len(w.files) and (tf, d) in w.files[f].epitems for d in range(ND)]
                   for tf in range(NF)] for f in range(NF)]
+    if m.Q:
+        val["qn"] = [len(fget(f, "rcvq", ())) for f in range(NF)]
+        val["q"] = [list(fget(f, "rcvq", ())) + [0] * (m.Q - val["qn"][f]) for f in range(NF)]
+        val["sk_err"] = [bool(fget(f, "sk_err", 0)) for f in range(NF)]
     val["phase"] = cr.phase if cr else 0
     val["error"] = 0
     z = {"tab": NT, "file": NF, "ino": NF}
+    if m.Q:
+        z["sock"] = NF
     for pre in ("h", "v", "g"):
         for k, n in z.items():
             val[f"{pre}_{k}"] = [False] * n
@@ -79,6 +88,8 @@ def encode_world(m: CrSymModel, w: World) -> dict[str, Any] | None:
         val[f"u_{k}"] = [0] * n
     val["u_tty"] = [[0, 0] for _ in range(NF)]
     key = {OBJ_FILE_TABLE: "tab", OBJ_FILE: "file", OBJ_INODE: "ino"}
+    if m.Q:
+        key[OBJ_SOCK] = "sock"
     if cr:
         for e in cr.objhash:
             if e.objtype == OBJ_TTY:

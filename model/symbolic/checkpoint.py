@@ -24,6 +24,7 @@ from model.state import (
     TIMERFD,
     WRITTEN,
 )
+from model.symbolic import sockets
 from model.symbolic.restart import restore_term
 from model.symbolic.state import EBADF, EBUSY, IMG_GHOSTS, PIPES, SETTABLE, State, Transition
 from model.symbolic.terms import EW, FALSE, PW, any_, bv, cnt, in_, is_, num, sel
@@ -53,6 +54,9 @@ class Checkpoint:
             post[k] = [FALSE] * len(s[k])
         for k in ("h_tty", "v_tty", "g_tty"):
             post[k] = [[FALSE, FALSE] for _ in range(m.NF)]
+        if m.Q:
+            for k in ("h_sock", "v_sock", "g_sock"):
+                post[k] = [FALSE] * m.NF
         for k in ("leak", "leak_w", "leak_pipe", *IMG_GHOSTS, "rst_err"):
             post[k] = FALSE
         if m.dom.bounded:
@@ -63,6 +67,8 @@ class Checkpoint:
             r = v.outside_refs
             post["g_tab"], post["g_file"], post["g_ino"] = r["tab"], r["file"], r["ino"]
             post["g_tty"] = r["tty"]
+            if m.Q:
+                post["g_sock"] = r["sock"]
         g = z3.And(is_(s["phase"], 0), any_(v.t_in))
         return Transition("freeze", g, post, {})
 
@@ -110,7 +116,8 @@ class Checkpoint:
         ino = [on_sum(o, PIPES) if var.pipe_ref_users else zero for o in range(m.NF)]
         ttm = [on_sum(o, (PTMX,)) for o in range(m.NF)]
         tts = [on_sum(o, (PTMX, PTS)) for o in range(m.NF)]
-        return {
+        socks = sockets.collect_terms(v, runs) if m.Q else {}
+        return socks | {
             "h_tab": list(v.ins_table),
             "u_tab": [start1 + v.n_in_holders[x] for x in range(m.NT)],
             "h_file": h_file, "u_file": u_file,
@@ -127,6 +134,8 @@ class Checkpoint:
         post["v_file"] = [FALSE] * m.NF
         post["v_ino"] = [FALSE] * m.NF
         post["v_tty"] = [[FALSE, FALSE] for _ in range(m.NF)]
+        if m.Q:
+            post["v_sock"] = [FALSE] * m.NF
         if m.v.tables_checked_at_collect:  # an fd table also held outside: EBUSY at once
             v = self.v  # files->count: the holders and now the objhash's grab
             r = [cnt([v.holds(t, x) for t in range(m.NT)] + [post["h_tab"][x]], m.CW)
@@ -145,6 +154,8 @@ class Checkpoint:
         r = v.outside_refs
         post["g_tab"], post["g_file"], post["g_ino"] = r["tab"], r["file"], r["ino"]
         post["g_tty"] = r["tty"]
+        if m.Q:
+            post["g_sock"] = r["sock"]
         fail = v.leaks if m.v.contained_check else FALSE
         post["clean"] = z3.And(s["clean"], v.is_clean)
         self._set(post, z3.If(fail, bv(FAILED, PW), bv(CHECKED, PW)),
@@ -187,6 +198,9 @@ class Checkpoint:
                          z3.And(is_(kind[f], PTS), z3.Or(z3.Not(hs), z3.And(mst, z3.Not(hm)))))
             late_tty.append(late if full else FALSE)
         rec_err = [z3.Or(is_(kind[f], TIMERFD), s["owner"][f], late_tty[f]) for f in range(NF)]
+        if m.Q:
+            sock_err, vis_sock = sockets.write_terms(v, written_f, full)
+            rec_err = [z3.Or(rec_err[f], sock_err[f]) for f in range(NF)]
         rec_code = [z3.If(is_(kind[f], TIMERFD), bv(EBADF, EW), bv(EBUSY, EW))
                     for f in range(NF)]
         late_file = [z3.Not(s["h_file"][f]) if full else FALSE for f in range(NF)]
@@ -227,6 +241,8 @@ class Checkpoint:
                     for e in range(NF) for d in range(ND)) for tf in range(NF)]
         # nothing is visited before the write (collect and freeze clear the marks)
         new = {"tab": vis_tab, "file": vis_file, "ino": vis_ino, "tty": vis_tty}
+        if m.Q:
+            new["sock"] = vis_sock
         now = v.outside_refs
 
         def hits(ghost: dict[str, Any], types: tuple[str, ...]) -> z3.BoolRef:
@@ -241,13 +257,18 @@ class Checkpoint:
             if "tty" in types:
                 out += [z3.And(new["tty"][o][i], ghost["tty"][o][i])
                         for o in range(NF) for i in (0, 1)]
+            if "sock" in types:
+                out += [z3.And(new["sock"][f], ghost["sock"][f]) for f in range(NF)]
             return any_(out)
 
         ghost = {"tab": s["g_tab"], "file": s["g_file"], "ino": s["g_ino"], "tty": s["g_tty"]}
-        alltypes = ("tab", "file", "ino", "tty")
+        alltypes: tuple[str, ...] = ("tab", "file", "ino", "tty")
+        if m.Q:
+            ghost["sock"] = s["g_sock"]
+            alltypes += ("sock",)
         # restart, as the specs read it
-        rerr, rflags = zip(*(restore_term(var, kind[f], s["flags"][f]) for f in range(NF)),
-                           strict=True)
+        rerr, rflags = zip(*(restore_term(var, kind[f], s["flags"][f], m.valid_kinds,
+                                          m.has_fasync) for f in range(NF)), strict=True)
         bad_f = [(rflags[f] & SETTABLE) != (s["flags"][f] & SETTABLE) for f in range(NF)]
         bad = []
         for q in positions:
@@ -273,6 +294,11 @@ class Checkpoint:
         post["h_tty"] = [[z3.Or(s["h_tty"][o][i], new["tty"][o][i]) for i in (0, 1)]
                          for o in range(NF)]
         start = num(var.users_start, m.CW)
+        if m.Q:
+            post["v_sock"] = new["sock"]
+            post["h_sock"] = [z3.Or(s["h_sock"][f], new["sock"][f]) for f in range(NF)]
+            post["u_sock"] = [z3.If(s["h_sock"][f], s["u_sock"][f], start) for f in range(NF)]
+            post["g_sock"] = [FALSE] * NF
         post["u_tab"] = [z3.If(s["h_tab"][x], s["u_tab"][x], start) for x in range(NT)]
         post["u_file"] = [z3.If(s["h_file"][f], s["u_file"][f], start) for f in range(NF)]
         post["u_ino"] = [z3.If(s["h_ino"][o], s["u_ino"][o], start) for o in range(NF)]
@@ -343,7 +369,9 @@ class Checkpoint:
             + [z3.And(s["h_file"][f], z3.Not(s["v_file"][f])) for f in range(m.NF)]
             + [z3.And(s["h_ino"][o], z3.Not(s["v_ino"][o])) for o in range(m.NF)]
             + [z3.And(s["h_tty"][o][i], z3.Not(s["v_tty"][o][i]))
-               for o in range(m.NF) for i in (0, 1)])
+               for o in range(m.NF) for i in (0, 1)]
+            + ([z3.And(s["h_sock"][f], z3.Not(s["v_sock"][f])) for f in range(m.NF)]
+               if m.Q else []))
         fail = z3.Or(unvisited if var.visited_check else FALSE,
                      v.leaks if var.recheck_after_write else FALSE)
         post = dict(s)

@@ -15,7 +15,8 @@ from model.state import (
     PTS,
     TIMERFD,
 )
-from model.symbolic.state import OBJ_KINDS_SYM, PIPES, State
+from model.symbolic import sockets
+from model.symbolic.state import PIPES, State
 from model.symbolic.terms import any_, cnt, in_, is_, num, sel
 
 if TYPE_CHECKING:  # the model builds these terms; it is not imported here
@@ -84,11 +85,15 @@ class View:
 
     @cached_property
     def alive_f(self) -> list[z3.BoolRef]:
-        """A file is alive while a live table refers to it or the objhash holds it."""
+        """A file is alive while a live table refers to it or the objhash holds it (as a
+        file or, with sockets, as a socket), or it is in flight in a live socket's queue."""
         s, m = self.s, self.m
-        return [z3.Or(any_(z3.And(self.live_table[x], self.slot_is[x][d][f])
-                           for x in range(m.NT) for d in range(m.ND)), s["h_file"][f])
-                for f in range(m.NF)]
+        direct = [z3.Or(any_(z3.And(self.live_table[x], self.slot_is[x][d][f])
+                             for x in range(m.NT) for d in range(m.ND)), s["h_file"][f])
+                  for f in range(m.NF)]
+        if not m.Q:
+            return direct
+        return sockets.carried(self, [z3.Or(direct[f], s["h_sock"][f]) for f in range(m.NF)])
 
     def skipped(self, f: int) -> z3.BoolRef | None:
         """The skip mutant's scan_fds passes over this file (None: no such mutant)."""
@@ -125,7 +130,8 @@ class View:
         for f in range(m.NF):
             rest = [z3.And(z3.Not(self.ins_table[x]), self.live_table[x], self.slot_is[x][d][f])
                     for x in range(m.NT) for d in range(m.ND)]
-            out.append(self.tin_all[f] + cnt(rest + [s["h_file"][f]], m.CW))
+            total = self.tin_all[f] + cnt(rest + [s["h_file"][f]], m.CW)
+            out.append(total + sockets.in_flight(self, f) if m.Q else total)
         return out
 
     def hashed_on(self, o: int, kinds: tuple[int, ...]) -> z3.ExprRef:
@@ -150,17 +156,19 @@ class View:
 
     @cached_property
     def out_file(self) -> list[z3.BoolRef]:
-        """Files an outside task holds (no in-flight messages: no unix sockets)."""
+        """Files an outside task holds: through its tables, and in flight in the queues of
+        the sockets it holds (model.world.held_files)."""
         m = self.m
-        return [any_(z3.And(self.out_table[x], self.slot_is[x][d][f])
-                     for x in range(m.NT) for d in range(m.ND)) for f in range(m.NF)]
+        direct = [any_(z3.And(self.out_table[x], self.slot_is[x][d][f])
+                       for x in range(m.NT) for d in range(m.ND)) for f in range(m.NF)]
+        return sockets.carried(self, direct) if m.Q else direct
 
     def kind_in(self, f: int, kinds: Iterable[int]) -> z3.BoolRef:
         return in_(self.s["kind"][f], kinds)
 
     def on(self, f: int, o: int) -> z3.BoolRef:
-        """File f is on object o (a pipe inode or pty pair)."""
-        return z3.And(self.kind_in(f, OBJ_KINDS_SYM), is_(self.s["obj"][f], o))
+        """File f is on object o (a pipe inode or pty pair, or a socket pair)."""
+        return z3.And(self.kind_in(f, self.m.obj_kinds), is_(self.s["obj"][f], o))
 
     @cached_property
     def obj_alive(self) -> list[z3.BoolRef]:
@@ -190,8 +198,11 @@ class View:
         ino = [any_(self.files_on(o, PIPES, lambda f: self.out_file[f])) for o in range(m.NF)]
         tty = [any_(self.files_on(o, (PTMX, PTS), lambda f: self.out_file[f]))
                for o in range(m.NF)]
-        return {"tab": list(self.out_table), "file": list(self.out_file), "ino": ino,
-                "tty": [[tty[o], tty[o]] for o in range(m.NF)]}
+        out = {"tab": list(self.out_table), "file": list(self.out_file), "ino": ino,
+               "tty": [[tty[o], tty[o]] for o in range(m.NF)]}
+        if m.Q:
+            out["sock"] = sockets.outside_socks(self)
+        return out
 
     @cached_property
     def held_in(self) -> list[z3.BoolRef]:
@@ -219,6 +230,8 @@ class View:
             shared.append(z3.And(used[f], z3.Or(r["file"][f], obj_out)))
         unsupported = [z3.And(held[f], z3.Or(is_(s["kind"][f], TIMERFD), s["owner"][f]))
                        for f in range(m.NF)]
+        if m.Q:
+            unsupported += sockets.unclean(self, held, used)
         return z3.Not(any_(shared + unsupported))
 
     # the contained check (model.checkpoint._leaks)
@@ -236,7 +249,10 @@ class View:
             link = z3.If(self.master[o], one, zero)
             tty.append([self.hashed_on(o, (PTMX,)) + self.unhashed_on(o, (PTMX,)) + hm,
                         self.hashed_on(o, (PTS,)) + self.unhashed_on(o, (PTS,)) + link + hs])
-        return {"tab": self.table_users, "file": self.f_count, "ino": ino, "tty": tty}
+        out = {"tab": self.table_users, "file": self.f_count, "ino": ino, "tty": tty}
+        if m.Q:
+            out["sock"] = sockets.sk_refcnt(self)
+        return out
 
     @cached_property
     def leaks(self) -> z3.BoolRef:
@@ -249,6 +265,8 @@ class View:
             out += [z3.And(s["h_ino"][o], r["ino"][o] != s["u_ino"][o]) for o in range(m.NF)]
         out += [z3.And(s["h_tty"][o][i], r["tty"][o][i] != s["u_tty"][o][i])
                 for o in range(m.NF) for i in (0, 1)]
+        if m.Q:
+            out += sockets.sock_leaks(self)
         return any_(out)
 
     # what a task sees through its table

@@ -20,11 +20,13 @@ from model.state import (
     OBJ_FILE,
     OBJ_FILE_TABLE,
     OBJ_INODE,
+    OBJ_SOCK,
     OBJ_TTY,
     PTMX,
     PTS,
     REG,
     RESTARTED,
+    UNIX,
     WRITTEN,
     Cr,
     File,
@@ -34,7 +36,8 @@ from model.state import (
     slot,
     slot_file,
 )
-from model.symbolic.state import EINVAL, OBJ_KINDS_SYM, PIPES, VALID_KINDS
+from model.symbolic.sockets import decode_queue
+from model.symbolic.state import EINVAL, PIPES
 
 if TYPE_CHECKING:  # the model builds these terms; it is not imported here
     from model.symbolic.system import CrSymModel
@@ -63,16 +66,17 @@ def decode_values(m: CrSymModel, val: dict[str, Any]) -> World:
     files = []
     for f in range(NF):
         k = val["kind"][f]
-        if k not in VALID_KINDS:
+        if k not in m.valid_kinds:
             k = REG
         fl = val["flags"][f]
         acc = fl & 3
         fmode = (acc_fmode(acc) if acc != 3 else 0) | (FMODE_LSEEK if k == REG else 0)
         items = tuple(sorted((tf, d) for tf in range(NF) for d in range(ND)
                              if val["ep"][f][tf][d])) if k == EPOLL else ()
+        rcvq, sk_err = decode_queue(val, f) if k == UNIX else ((), 0)
         files.append(File(k, val["path"][f] if k == REG else -1,
-                          val["obj"][f] if k in OBJ_KINDS_SYM else -1, fl, fmode,
-                          val["pos"][f], int(val["owner"][f]), items))
+                          val["obj"][f] if k in m.obj_kinds else -1, fl, fmode,
+                          val["pos"][f], int(val["owner"][f]), items, rcvq, sk_err))
     steps = val["steps"] if "steps" in val else 0
     if phase == 0:
         from model.world import normalize
@@ -92,10 +96,14 @@ def decode_values(m: CrSymModel, val: dict[str, Any]) -> World:
             if val["h_tty"][o][i]:
                 entries.append(ObjEntry(OBJ_TTY, o * 2 + i, val["u_tty"][o][i],
                                         int(val["v_tty"][o][i])))
+    if m.Q:
+        entries += [ObjEntry(OBJ_SOCK, f, val["u_sock"][f], int(val["v_sock"][f]))
+                    for f in range(NF) if val["h_sock"][f]]
     ghost = ([(OBJ_FILE_TABLE, x) for x in range(NT) if val["g_tab"][x]]
              + [(OBJ_FILE, f) for f in range(NF) if val["g_file"][f]]
              + [(OBJ_INODE, o) for o in range(NF) if val["g_ino"][o]]
-             + [(OBJ_TTY, o * 2 + i) for o in range(NF) for i in (0, 1) if val["g_tty"][o][i]])
+             + [(OBJ_TTY, o * 2 + i) for o in range(NF) for i in (0, 1) if val["g_tty"][o][i]]
+             + ([(OBJ_SOCK, f) for f in range(NF) if val["g_sock"][f]] if m.Q else []))
     cr = Cr(phase, error=0, objhash=tuple(entries), ghost=tuple(sorted(ghost)),
             leak_check=((0, OBJ_FILE),) if phase == WRITTEN and val["leak"] else (),
             leak_write=((0, OBJ_FILE),) if phase == WRITTEN and val["leak_w"] else (),
@@ -148,12 +156,17 @@ def summary(w: World, steps: bool = True) -> tuple:
             return (typ, fname(ptr))
         if typ == OBJ_INODE:
             return (typ, oname(ptr, PIPES))
+        if typ == OBJ_SOCK:
+            return (typ, fname(ptr))
         return (typ, ptr & 1, oname(ptr >> 1, (PTMX, PTS)))
 
     extra = []
     for f, x in enumerate(w.files):
-        extra.append((fname(f), x.owner, x.path, x.kind,
-                      tuple(sorted((fname(tf), d) for tf, d in x.epitems))))
+        row = (fname(f), x.owner, x.path, x.kind,
+               tuple(sorted((fname(tf), d) for tf, d in x.epitems)))
+        if x.kind == UNIX:  # its peer, and what is in flight in its queue, in order
+            row += (oname(x.obj, (UNIX,)), tuple(fname(y) for y in x.rcvq), x.sk_err)
+        extra.append(row)
     base = (proj, tuple(sorted(extra)), w.steps if steps else 0)
     if not cr:
         return base

@@ -26,9 +26,9 @@ from model.state import (
     REG,
     TIMERFD,
 )
+from model.symbolic import sockets
 from model.symbolic.state import (
     CAN_ODIRECT,
-    CAN_POLL,
     HAS_FASYNC,
     PIPES,
     REOPENABLE,
@@ -152,6 +152,8 @@ class Env:
                       else bv(flags, FW), path=path if path is not None else bv(0, m.wP),
                       obj=obj if obj is not None else bv(0, m.wF), pos=bv(0, m.wO),
                       owner=FALSE)
+        if m.Q:  # a new file has an empty queue and no pending error
+            self.set_file(post, f, qn=bv(0, m.wQ), sk_err=FALSE)
 
     def fattr(self, name: str, f: z3.BitVecRef) -> Any:
         return sel(f, self.s[name])
@@ -191,7 +193,7 @@ class Env:
         m, p = self.m, self.p
         f, arg = self.fF, p["arg"]
         kind, old = self.fattr("kind", f), self.fattr("flags", f)
-        code, new = setfl_term(kind, old, arg)
+        code, new = setfl_term(kind, old, arg, m.has_fasync)
         post = self.base()
         # tty_fasync() turning O_ASYNC on for a pty end makes the caller the file's owner
         owned = z3.Or(self.fattr("owner", f),
@@ -414,7 +416,8 @@ class Env:
         post = self.base()
         self._set_item(post, e, tf, TRUE)
         g = z3.And(self.fd_ok, self.fd2_ok, self.uF, self.u2, self.p["fd"] != self.p["fd2"],
-                   is_(ek, EPOLL), in_(tk, CAN_POLL), e != tf, z3.Not(item), z3.Not(loop))
+                   is_(ek, EPOLL), in_(tk, self.m.can_poll), e != tf, z3.Not(item),
+                   z3.Not(loop))
         return self.fam("epoll_add", g, post)
 
     def m_watch(self) -> list[list[z3.BoolRef]]:
@@ -436,15 +439,15 @@ class Env:
         post = self.base()
         self._set_item(post, e, tf, FALSE)
         g = z3.And(self.fd_ok, self.fd2_ok, self.uF, self.u2, is_(self.fattr("kind", e), EPOLL),
-                   in_(self.fattr("kind", tf), CAN_POLL), e != tf, item)
+                   in_(self.fattr("kind", tf), self.m.can_poll), e != tf, item)
         return self.fam("epoll_del", g, post)
 
 
-def setfl_term(kind: z3.BitVecRef, flags: z3.BitVecRef, arg: z3.BitVecRef
-               ) -> tuple[z3.BoolRef, z3.BitVecRef]:
-    """model.env.setfl_file: (EINVAL?, flags after)."""
+def setfl_term(kind: z3.BitVecRef, flags: z3.BitVecRef, arg: z3.BitVecRef,
+               fasync: tuple[int, ...] = HAS_FASYNC) -> tuple[z3.BoolRef, z3.BitVecRef]:
+    """model.env.setfl_file: (EINVAL?, flags after); `fasync`: the kinds with ->fasync."""
     einval = z3.And((arg & O_DIRECT) != 0, z3.Not(in_(kind, CAN_ODIRECT)))
-    toggle = z3.And(((arg ^ flags) & O_ASYNC) != 0, in_(kind, HAS_FASYNC))
+    toggle = z3.And(((arg ^ flags) & O_ASYNC) != 0, in_(kind, fasync))
     f1 = z3.If(toggle, flags ^ O_ASYNC, flags)
     return einval, (arg & SETFL_MASK) | (f1 & ~bv(SETFL_MASK, FW))
 
@@ -467,4 +470,6 @@ def cleanup(m: CrSymModel, pre: State, post: State) -> State:
     out["g_ino"] = [z3.And(post["g_ino"][o], v.obj_alive[o]) for o in range(m.NF)]
     out["g_tty"] = [[z3.And(post["g_tty"][o][i], v.obj_alive[o]) for i in (0, 1)]
                     for o in range(m.NF)]
+    if m.Q:
+        sockets.release(m, pre, post, out)
     return out

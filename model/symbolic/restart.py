@@ -30,7 +30,7 @@ from model.state import (
     TIMERFD,
 )
 from model.symbolic.env import setfl_term
-from model.symbolic.state import VALID_KINDS, State, Transition
+from model.symbolic.state import HAS_FASYNC, VALID_KINDS, State, Transition
 from model.symbolic.terms import FW, PW, TRUE, bv, fmode_of, in_, is_
 from model.variants import Variant
 
@@ -38,10 +38,13 @@ if TYPE_CHECKING:  # the model builds these terms; it is not imported here
     from model.symbolic.system import CrSymModel
 
 
-def restore_term(v: Variant, kind: z3.BitVecRef, fl: z3.BitVecRef
+def restore_term(v: Variant, kind: z3.BitVecRef, fl: z3.BitVecRef,
+                 kinds: tuple[int, ...] = VALID_KINDS, fasync: tuple[int, ...] = HAS_FASYNC
                  ) -> tuple[z3.BoolRef, z3.BitVecRef]:
     """model.restart._Restorer.restore_file for an image record (kind, f_flags): (restart
-    fails with EINVAL?, the flags F_GETFL shows after restore)."""
+    fails with EINVAL?, the flags F_GETFL shows after restore). `kinds`: the valid kinds
+    (a unix socket is made O_RDWR, as epoll and timerfd are); `fasync`: those with
+    ->fasync."""
     acc = z3.Extract(1, 0, fl)
     acc20 = fl & O_ACCMODE
     lf = bv(O_LARGEFILE, FW)
@@ -51,10 +54,10 @@ def restore_term(v: Variant, kind: z3.BitVecRef, fl: z3.BitVecRef
             z3.If(is_(kind, PIPE_RW), bv(O_RDWR, FW),
             z3.If(in_(kind, (PTMX, PTS)), acc20 | lf, bv(O_RDWR, FW))))))
     err = z3.Or((fl & OPEN_ONLY_FLAGS) != 0, is_(acc, 3), is_(kind, TIMERFD),
-                z3.Not(in_(kind, VALID_KINDS)))
+                z3.Not(in_(kind, kinds)))
     flags = start
     if v.setfl == "mask":
-        e2, flags = setfl_term(kind, start, fl & CKPT_SETFL_MASK)
+        e2, flags = setfl_term(kind, start, fl & CKPT_SETFL_MASK, fasync)
         err = z3.Or(err, e2)
     if v.fmode_check:
         start_acc = z3.Extract(1, 0, start)

@@ -39,6 +39,7 @@ from model.state import (
     REG,
     RESTARTED,
     TIMERFD,
+    UNIX,
     WRITTEN,
 )
 
@@ -64,6 +65,9 @@ COVERED_ACTIONS: tuple[str, ...] = (
     "epoll_del", "timerfd",
 )
 COVERED_KINDS: tuple[str, ...] = ("reg", "pipe", "pty", "epoll", "timerfd")
+# Unix stream sockets and SCM_RIGHTS, behind `Sizes.queue` (0: left out, and every term the
+# model builds is the one it builds without them): model.symbolic.sockets.
+SOCKET_ACTIONS: tuple[str, ...] = ("socketpair", "sendmsg", "recvmsg")
 NEW_TABLE_ACTIONS: tuple[str, ...] = ("fork", "exec")  # they copy a table into a free slot
 CKPT_ACTIONS: tuple[str, ...] = ("freeze", "collect", "contained", "write", "visited",
                                  "tamper", "restart")
@@ -91,26 +95,36 @@ HAS_FASYNC = PIPES + (PTMX, PTS)  # model.env.HAS_FASYNC without unix
 CAN_ODIRECT = PIPES + (REG,)
 CAN_POLL = PIPES + (PTMX, PTS, EPOLL, TIMERFD)
 REOPENABLE = PIPES + (REG, PTS, PTMX)
+# with sockets on: the kinds' sets as model.env has them (UNIX has ->fasync and ->poll, no
+# O_DIRECT, is not reopenable through /proc, and is on an object: its socket pair)
+SOCK_VALID_KINDS = VALID_KINDS + (UNIX,)
+SOCK_OBJ_KINDS = OBJ_KINDS_SYM + (UNIX,)
+SOCK_HAS_FASYNC = HAS_FASYNC + (UNIX,)
+SOCK_CAN_POLL = CAN_POLL + (UNIX,)
 PHASES = (0, FROZEN, COLLECTED, CHECKED, WRITTEN, DONE, FAILED, RESTARTED)
 EBUSY, EBADF, EINVAL = errno.EBUSY, errno.EBADF, errno.EINVAL
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big a symbolic state is: task slots, descriptors per table, open-file slots."""
+    """How big a symbolic state is: task slots, descriptors per table, open-file slots, and
+    the in-flight SCM_RIGHTS messages a unix socket's queue holds (0: no unix sockets)."""
 
     inside: int
     outside: int
     fds: int
     files: int
+    queue: int = 0
 
     @property
     def tasks(self) -> int:
         return self.inside + self.outside
 
     def text(self) -> str:
+        socks = (f", unix sockets with up to {self.queue} in-flight files per queue"
+                 if self.queue else "")
         return (f"{self.inside} inside + {self.outside} outside tasks, {self.fds} fds per "
-                f"table, {self.files} open files")
+                f"table, {self.files} open files{socks}")
 
 
 @dataclass(frozen=True)
@@ -133,12 +147,14 @@ class Domains:
         return self.env_steps is not None
 
 
-def covered_config(cfg: Config, name: str | None = None) -> Config:
-    """`cfg` restricted to what the symbolic model covers (no unix sockets), so that the
-    explicit engine explores exactly the symbolic model's transition system."""
-    kinds = tuple(k for k in cfg.kinds if k in COVERED_KINDS)
+def covered_config(cfg: Config, name: str | None = None, sockets: bool = False) -> Config:
+    """`cfg` restricted to what the symbolic model covers (unix sockets only if `sockets`),
+    so that the explicit engine explores exactly the symbolic model's transition system."""
+    covered = COVERED_KINDS + (("unix",) if sockets else ())
+    actions = COVERED_ACTIONS + (SOCKET_ACTIONS if sockets else ())
+    kinds = tuple(k for k in cfg.kinds if k in covered)
     disabled = tuple(a for a in ENV_ACTIONS
-                     if a in cfg.disabled or a not in COVERED_ACTIONS)
+                     if a in cfg.disabled or a not in actions)
     return dataclasses.replace(cfg, name=name or f"{cfg.name}-sym", kinds=kinds,
                                disabled=disabled)
 

@@ -24,15 +24,24 @@ from model.symbolic.counts import View
 from model.symbolic.decode import decode_values, evtree, summary
 from model.symbolic.env import Env
 from model.symbolic.restart import restart, tamper
+from model.symbolic.sockets import SOCKET_STEPS
 from model.symbolic.state import (
+    CAN_POLL,
     CKPT_ACTIONS,
     COVERED_ACTIONS,
     COVERED_KINDS,
+    HAS_FASYNC,
     IMG_GHOSTS,
     NEW_TABLE_ACTIONS,
+    OBJ_KINDS_SYM,
     PHASES,
     RACE_PHASES,
     RESTORE_GHOSTS,
+    SOCK_CAN_POLL,
+    SOCK_HAS_FASYNC,
+    SOCK_OBJ_KINDS,
+    SOCK_VALID_KINDS,
+    SOCKET_ACTIONS,
     STATUS_FLAGS,
     VALID_KINDS,
     Domains,
@@ -61,6 +70,14 @@ class CrSymModel:
         self.dom = dom or Domains()
         self.NT, self.ND, self.NF = sizes.tasks, sizes.fds, sizes.files
         self.NI, self.NO = sizes.inside, sizes.outside
+        # unix sockets: Q in-flight messages per queue (0: none, and no term mentions them)
+        self.Q = sizes.queue
+        self.wQ = bits(self.Q + 1)
+        self.env_actions = COVERED_ACTIONS + (SOCKET_ACTIONS if self.Q else ())
+        self.valid_kinds = SOCK_VALID_KINDS if self.Q else VALID_KINDS
+        self.obj_kinds = SOCK_OBJ_KINDS if self.Q else OBJ_KINDS_SYM
+        self.has_fasync = SOCK_HAS_FASYNC if self.Q else HAS_FASYNC
+        self.can_poll = SOCK_CAN_POLL if self.Q else CAN_POLL
         self.wT, self.wD, self.wF = bits(self.NT), bits(self.ND), bits(self.NF)
         self.wP, self.wO = bits(self.dom.paths), bits(self.dom.offsets)
         # counts (users, refcounts): 8-bit vectors (12 under collect_every, whose sums are
@@ -113,13 +130,20 @@ class CrSymModel:
         if self.dom.bounded:
             sh["steps"] = ((), "bv", 8)
             sh["ext"] = ((), "bv", 8)
+        if self.Q:  # a unix socket's queue (files in flight, oldest first) and sk_err
+            sh.update({
+                "q": ((NF, self.Q), "bv", self.wF), "qn": ((NF,), "bv", self.wQ),
+                "sk_err": ((NF,), "bool", 0),
+                "h_sock": ((NF,), "bool", 0), "u_sock": ((NF,), "bv", CW),
+                "v_sock": ((NF,), "bool", 0), "g_sock": ((NF,), "bool", 0),
+            })
         return sh
 
     # --- the engine's interface -------------------------------------------------------------
 
     def size_text(self) -> str:
         acts = sorted(self.dom.actions)
-        off = sorted(set(COVERED_ACTIONS) - set(acts))
+        off = sorted(set(self.env_actions) - set(acts))
         bound = ("" if not self.dom.bounded else
                  f", at most {self.dom.env_steps} env steps and {self.dom.checkpoint_steps} "
                  "outside steps during a checkpoint")
@@ -176,8 +200,12 @@ class CrSymModel:
         cs = [lt(x, self.NT) for x in s["table"]]
         cs += [lt(f, self.NF) for row in s["sfile"] for f in row]
         for f in range(self.NF):
-            cs += [in_(s["kind"][f], VALID_KINDS), lt(s["obj"][f], self.NF),
+            cs += [in_(s["kind"][f], self.valid_kinds), lt(s["obj"][f], self.NF),
                    lt(s["path"][f], self.dom.paths), lt(s["pos"][f], self.dom.offsets)]
+        if self.Q:
+            for f in range(self.NF):
+                cs.append(z3.ULE(s["qn"][f], self.Q))
+                cs += [lt(x, self.NF) for x in s["q"][f]]
         cs.append(in_(s["phase"], PHASES))
         v = self.view(s)
         cs.append(z3.ULE(v.n_inside, self.NI))
@@ -232,9 +260,10 @@ class CrSymModel:
         p = self._params(tag)
         fams: list[Transition] = []
         env = Env(self, s, p)
-        for name in COVERED_ACTIONS:
+        for name in self.env_actions:
             if name in self.dom.actions:
-                fams.append(getattr(env, name)())
+                fams.append(SOCKET_STEPS[name](env) if name in SOCKET_STEPS
+                            else getattr(env, name)())
         ck = Checkpoint(self, s)
         fams += [ck.freeze()]
         if self.v.full_container:
@@ -245,10 +274,11 @@ class CrSymModel:
     def transition(self, s: State, tag: str, name: str, case: Any = None) -> Transition:
         """One transition family (what `transitions` would list under `name`), restricted
         to proof case `case` (from `cases`) if given."""
-        if name in COVERED_ACTIONS:
+        if name in self.env_actions:
             table, phase, new = (tuple(case) + (None,))[:3] if case is not None else (
                 None, None, None)
-            return getattr(Env(self, s, self._params(tag), table, phase, new), name)()
+            env = Env(self, s, self._params(tag), table, phase, new)
+            return SOCKET_STEPS[name](env) if name in SOCKET_STEPS else getattr(env, name)()
         if name == "tamper":
             return tamper(self, s, self._params(tag)["k"])
         if name == "restart":
@@ -260,7 +290,7 @@ class CrSymModel:
         a task holding table x, in phase p (before a checkpoint or between its phases).
         Building each with x and p constant keeps the terms of the other tables as they are,
         which is what lets z3 see that counts over them do not change."""
-        if name not in COVERED_ACTIONS:
+        if name not in self.env_actions:
             return [None]
         cases = [(x, p) for p in (0,) + self.dom.race_phases for x in range(self.NT)]
         if name in NEW_TABLE_ACTIONS:  # and the slot the new table takes, likewise
@@ -268,7 +298,7 @@ class CrSymModel:
         return cases
 
     def family_names(self) -> list[str]:
-        names = [a for a in COVERED_ACTIONS if a in self.dom.actions] + ["freeze"]
+        names = [a for a in self.env_actions if a in self.dom.actions] + ["freeze"]
         if self.v.full_container:
             names += ["collect", "contained"]
         return names + ["write", "visited", "tamper", "restart"]
@@ -339,7 +369,8 @@ class CrSymModel:
             outside_tasks=self.NO, max_fds=self.ND, paths=d.paths,
             access_modes=d.access_modes, open_flags=self.open_flags,
             open_cloexec=d.open_cloexec, setfl_flags=self.setfl_flags, offsets=d.offsets,
-            kinds=COVERED_KINDS, disabled=tuple(a for a in ENV_ACTIONS if a not in d.actions),
+            kinds=COVERED_KINDS + (("unix",) if self.Q else ()),
+            disabled=tuple(a for a in ENV_ACTIONS if a not in d.actions),
             env_steps=d.env_steps if d.env_steps is not None else 10**6,
             checkpoint_steps=d.checkpoint_steps if d.checkpoint_steps is not None else 10**6,
             outside_acts_after=tuple(n for n, p in RACE_PHASES.items() if p in d.race_phases),
@@ -382,26 +413,35 @@ def symbolic_model(cfg_or_sizes: Config | Sizes, variant: Variant, *, files: int
                    bounded: bool = True, actions: Iterable[str] | None = None,
                    domains: Domains | None = None, counts: str | None = None,
                    lemmas: Callable[[str], list[Any]] | None = None,
-                   predicates: Mapping[str, Callable[[World], bool]] | None = None
-                   ) -> CrSymModel:
+                   predicates: Mapping[str, Callable[[World], bool]] | None = None,
+                   queue: int = 0) -> CrSymModel:
     """The symbolic model for a config (its bounds and domains; `files` open-file slots,
     default one per descriptor of every task) or for explicit `Sizes` (wide domains: every
     access mode, every status-flag set for open and F_SETFL, O_CLOEXEC, 2 paths, 4 offsets;
     no step bounds). `actions` restricts the environment actions (e.g. without exec).
     `counts`: 'bv' (default for a config: BMC) or 'int' (default for Sizes: proofs).
-    `lemmas`, `predicates`: see `CrSymModel` (`specs.lemmas.proof_model` passes the specs')."""
+    `lemmas`, `predicates`: see `CrSymModel` (`specs.lemmas.proof_model` passes the specs').
+    `queue` (for a config; `Sizes.queue` otherwise): unix sockets with that many in-flight
+    messages per queue, and the config's socket actions (the explicit queue is unbounded:
+    a run that would queue more is not a symbolic run)."""
     extra = {"lemmas": lemmas, "predicates": predicates}
     if isinstance(cfg_or_sizes, Config):
         cfg = cfg_or_sizes
         nf = files if files is not None else (cfg.inside_tasks + cfg.outside_tasks) * cfg.max_fds
-        sizes = Sizes(cfg.inside_tasks, cfg.outside_tasks, cfg.max_fds, nf)
+        sizes = Sizes(cfg.inside_tasks, cfg.outside_tasks, cfg.max_fds, nf, queue)
         dom = domains or domains_of(cfg, bounded)
+        if queue and domains is None:
+            dom = dataclasses.replace(dom, actions=dom.actions | (
+                cfg.enabled_actions() & frozenset(SOCKET_ACTIONS)))
         if actions is not None:
             dom = dataclasses.replace(dom, actions=frozenset(actions) & dom.actions)
-        return CrSymModel(sizes, variant, dom, cfg=covered_config(cfg) if bounded and
-                          actions is None and domains is None else None,
+        return CrSymModel(sizes, variant, dom, cfg=covered_config(cfg, sockets=queue > 0)
+                          if bounded and actions is None and domains is None else None,
                           counts=counts or "bv", **extra)
-    dom = domains or Domains()
+    socks = SOCKET_ACTIONS if cfg_or_sizes.queue else ()
+    dom = domains or (Domains(actions=frozenset(COVERED_ACTIONS + socks)) if socks
+                      else Domains())
     if actions is not None:
-        dom = dataclasses.replace(dom, actions=frozenset(actions) & frozenset(COVERED_ACTIONS))
+        dom = dataclasses.replace(dom, actions=frozenset(actions)
+                                  & frozenset(COVERED_ACTIONS + socks))
     return CrSymModel(cfg_or_sizes, variant, dom, counts=counts or "int", **extra)
