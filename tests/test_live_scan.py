@@ -162,3 +162,75 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
     out = CliRunner().invoke(cli.main, ["scan", *args])
     assert out.exit_code == 2
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+# A process in folder D: a FIFO D/q opened read-write (fd 0) and write-only (fd 1), a file D/f
+# opened read-write (fd 2) whose name it then unlinks; prints its pid, closes stdout.
+NAMED = r"""
+import os, sys, time
+d = sys.argv[1]
+os.close(0); os.close(2)
+os.mkfifo(os.path.join(d, "q"))
+fifo = os.path.join(d, "q")
+a = os.open(fifo, os.O_RDWR)                     # fd 0
+b = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)   # fd 2: a reader exists (a)
+with open(os.path.join(d, "f"), "wb") as f:
+    f.write(b"abc")
+c = os.open(os.path.join(d, "f"), os.O_RDWR)     # fd 3
+os.lseek(c, 2, 0)
+if sys.argv[2] == "unlink":
+    os.unlink(os.path.join(d, "f"))
+os.write(1, f"{os.getpid()}\n".encode()); os.close(1)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def named(tmp_path) -> Iterator:
+    started: list[subprocess.Popen] = []
+
+    def start(what: str) -> int:
+        p = subprocess.Popen([sys.executable, "-I", "-S", "-c", NAMED, str(tmp_path), what],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        started.append(p)
+        assert p.stdout is not None
+        pid = int(p.stdout.read().decode())
+        p.stdout.close()
+        return pid
+
+    yield start
+    for p in started:
+        p.kill()
+        p.wait(timeout=10)
+
+
+def test_fifo_ends_and_an_unlinked_file_are_the_models(named, tmp_path) -> None:
+    """A FIFO's ends are pipe ends with a name, on one pipe; a file whose name was unlinked is
+    the model's unlinked file: refused by Linux-CR (no name to save), dumped by CRIU."""
+    from model.state import PIPE_RW, PIPE_W, REG, unlinked
+
+    pid = named("unlink")
+    sc = live_scan.scan([pid])
+    assert sc.unexpressible == [] and sc.world is not None
+    kinds = {(f.kind, f.path, f.f_pos) for f in sc.world.files}
+    assert kinds == {(PIPE_RW, 0, 0), (PIPE_W, 0, 0), (REG, unlinked(0), 2)}
+    ends = [f.obj for f in sc.world.files if f.kind in (PIPE_RW, PIPE_W)]
+    assert len(set(ends)) == 1  # the same FIFO
+    assert sc.fifo_paths == [str(tmp_path / "q")] and sc.paths == [str(tmp_path / "f")]
+    text = "\n".join(live_scan.describe(sc))
+    assert f"{tmp_path / 'q'} (fifo)" in text and f"{tmp_path / 'f'} (deleted)" in text
+    vs = {v.variant: v for v in live_scan.verdicts(sc)}
+    for name in ("linuxcr", "fixed"):
+        v = vs[name]
+        assert (v.verdict, v.errno, v.phase) == ("refuses", "EBADF", "write"), v
+        assert "unlinked, no name to save" in v.reasons[0]
+    assert vs["criu"].verdict == "succeeds"
+
+
+def test_a_fifo_and_a_named_file_held_inside_succeed(named) -> None:
+    pid = named("keep")
+    out = CliRunner().invoke(cli.main, ["scan", str(pid)])
+    assert out.exit_code == 0, out.stdout + out.stderr
+    assert "not expressible" not in out.stdout
+    assert out.stdout.count(": succeeds") == 3

@@ -245,10 +245,8 @@ def dump_and_restore(sess: Any, w: World, cfg: Config, criu: str) -> CriuCheck:
         if missing:
             chk.real = f"restores without pids {missing}"
             return chk
-        prefix = os.path.join(sess.tmp, "f")
         sc = live_scan.scan(pids, outside=[], fd_limit=driver.MODEL_FDS, max_fds=cfg.max_fds,
-                            path_of=lambda link: int(link[len(prefix):])
-                            if link.startswith(prefix) else -1)
+                            path_of=sess.name_index)
         if sc.world is None:
             chk.real = "restores what the model cannot express: " + "; ".join(sc.unexpressible)
             return chk

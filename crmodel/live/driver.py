@@ -366,6 +366,14 @@ class _Session:
         st = os.stat(name)
         self.paths[(st.st_dev, st.st_ino)] = i
 
+    def name_index(self, link: str) -> int:
+        """The model's name index of a path in the scratch folder (`f<i>` or `q<i>`), else -1
+        (the scanner's `path_of`)."""
+        head, tail = os.path.split(link)
+        if head != self.tmp or tail[:1] not in ("f", "q") or not tail[1:].isdigit():
+            return -1
+        return int(tail[1:])
+
     def _wait_exit(self, pidfd: int, deadline: float) -> bool:
         p = select.poll()
         p.register(pidfd, select.POLLIN)

@@ -250,13 +250,8 @@ def _scan(sess: Any, w: World, cfg: Config) -> tuple[live_scan.Scan, World | Non
     pids = [t.pid for t in sess.tasks]
     inside = [p for p, t in zip(pids, w.tasks, strict=True) if t.inside]
     outside = [p for p, t in zip(pids, w.tasks, strict=True) if not t.inside]
-    prefix = os.path.join(sess.tmp, "f")
-
-    def path_of(link: str) -> int:
-        return int(link[len(prefix):]) if link.startswith(prefix) else -1
-
     sc = live_scan.scan(inside, outside=outside, fd_limit=driver.MODEL_FDS,
-                        max_fds=cfg.max_fds, path_of=path_of)
+                        max_fds=cfg.max_fds, path_of=sess.name_index)
     if sc.world is None:
         return sc, None
     order = [sc.task_pids.index(p) for p in pids]

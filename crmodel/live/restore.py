@@ -280,11 +280,8 @@ def restore(image: tuple, v: Variant, max_fds: int, npaths: int,
         except RestoreError as e:
             return Restored(e.code, (), str(e))
         pids = [sess.tasks[t].pid for t in tasks]
-        prefix = os.path.join(sess.tmp, "f")
         sc = live_scan.scan(list(dict.fromkeys(pids)), outside=[], fd_limit=driver.MODEL_FDS,
-                            max_fds=max_fds,
-                            path_of=lambda link: int(link[len(prefix):])
-                            if link.startswith(prefix) else -1)
+                            max_fds=max_fds, path_of=sess.name_index)
         if sc.world is None:
             return Restored(0, (), "; ".join(sc.unexpressible))
         order = [sc.task_pids.index(p) for p in pids]

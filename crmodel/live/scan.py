@@ -9,8 +9,11 @@ open file and which tasks share a table come from kcmp; unix socket peers, types
 lengths from sock_diag; the F_SETOWN owner from F_GETOWN on a copy taken with pidfd_getfd.
 `f_mode` is not shown by the kernel: it is derived from the access mode as open() sets it.
 
-What the model cannot express (other file kinds, files off disk filesystems, unlinked files,
-unread socket data, memory-mapped descriptors, ...) is named, and no verdict is guessed.
+A named pipe's ends are pipe ends with a name (the model's FIFO), and a regular file or FIFO
+whose name was unlinked while it was open (`/proc/PID/fd/N` reads "... (deleted)") is the
+model's unlinked file, nameless, its old name kept. What the model cannot express (other file
+kinds, files off disk filesystems, unread socket data, memory-mapped descriptors, ...) is
+named, and no verdict is guessed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from crmodel.live import driver
 from model import checkpoint
-from model.flags import FMODE_LSEEK, O_ACCMODE, O_CLOEXEC, acc_fmode, flags_str
+from model.flags import FMODE_LSEEK, O_ACCMODE, O_CLOEXEC, O_DIRECT, acc_fmode, flags_str
 from model.state import (
     DONE,
     EMPTY,
@@ -52,6 +55,7 @@ from model.state import (
     World,
     slot,
     slot_file,
+    unlinked,
 )
 from model.variants import VARIANTS, Variant
 from model.world import outside_refs
@@ -293,6 +297,7 @@ class Scan:
     holders: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)  # file -> what it is, in words
     paths: list[str] = field(default_factory=list)  # model path index -> real path
+    fifo_paths: list[str] = field(default_factory=list)  # the same, of named pipes
     unexpressible: list[str] = field(default_factory=list)
     comms: dict[int, str] = field(default_factory=dict)
     descs: dict[tuple[int, int], Desc] = field(default_factory=dict)  # (pid, fd) -> as read
@@ -325,9 +330,10 @@ def _check_pid(pid: int) -> None:
 def _classify(d: Desc, diag: _Diag, fstypes: dict[int, str]) -> tuple[int, Any, str]:
     """(model kind or -1, object key or None, why not expressible or a description)."""
     mode = d.mode
-    if d.link.startswith("pipe:"):
+    if d.link.startswith("pipe:") or st_mod.S_ISFIFO(mode):  # a pipe, or a named one (FIFO)
         kind = {0: PIPE_R, 1: PIPE_W}.get(d.flags & O_ACCMODE, PIPE_RW)
-        return kind, ("pipe", d.key), d.link
+        return kind, ("pipe", d.key), d.link if d.link.startswith("pipe:") else \
+            f"{d.link} (fifo)"
     if d.link.startswith("socket:"):
         u = diag.unix(d.key[1])
         if u is None:
@@ -357,8 +363,6 @@ def _classify(d: Desc, diag: _Diag, fstypes: dict[int, str]) -> tuple[int, Any, 
         return -1, None, f"{d.link}: a character device other than a pty"
     if st_mod.S_ISREG(mode):
         fs = fstypes.get(d.mnt_id, "?")
-        if d.link.endswith(" (deleted)"):
-            return -1, None, f"{d.link}: an unlinked file"
         if fs not in DISK_FS:
             return -1, None, (f"{d.link}: a regular file on {fs} (the model's files are on "
                               "a disk filesystem, saved by path)")
@@ -529,19 +533,13 @@ def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) 
     if sc.unexpressible:
         return
     obj_ids: dict[Any, int] = {}
-    path_ids: dict[tuple[int, int], int] = {}
+    paths = _paths(sc, reps_f, path_of)
     files: list[File] = []
     for p, fd in reps_f:
         d = descs[(p, fd)]
         kind, okey, _ = kinds[(p, fd)]
         obj = -1 if okey is None else obj_ids.setdefault(okey, len(obj_ids))
-        path = -1
-        if kind == REG and path_of is not None:
-            path = path_of(d.link)
-        elif kind == REG:
-            path = path_ids.setdefault(d.key, len(path_ids))
-            if path == len(sc.paths):
-                sc.paths.append(d.link)
+        path = paths.get((p, fd), -1)
         fmode = acc_fmode(d.flags & O_ACCMODE) | (FMODE_LSEEK if kind == REG else 0)
         owner = _owner(p, fd)
         if owner is None:
@@ -576,6 +574,44 @@ def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) 
         tables[table_of[p]][fd] = slot(f, descs[(p, fd)].cloexec)
     tasks = tuple(Task(1 if pid in sc.inside else 0, 0, table_of[pid]) for pid in sc.task_pids)
     sc.world = World(tasks, tuple(tuple(t) for t in tables), tuple(files), 0)
+
+
+def _paths(sc: Scan, reps_f: list[tuple[int, int]],
+           path_of: Callable[[str], int] | None) -> dict[tuple[int, int], int]:
+    """The model's name (`File.path`) of each regular file and FIFO end: an index per name
+    (files and FIFOs apart, as `f<p>` and `q<p>` are), by `path_of` if given, else by first
+    encounter of the inode; an unlinked one gets `unlinked(p)` of the name it had, the index
+    of a file now under that name if there is one."""
+    out: dict[tuple[int, int], int] = {}
+    ids: dict[tuple[str, Any], int] = {}  # (namespace, inode or old name) -> index
+    later = []
+    for pd in reps_f:
+        d = sc.descs[pd]
+        kind = sc.kinds[pd][0]
+        if kind != REG and not (kind in PIPE_KINDS and not d.link.startswith("pipe:")):
+            continue
+        ns = "reg" if kind == REG else "fifo"
+        gone = d.link.endswith(" (deleted)")
+        name = d.link[: -len(" (deleted)")] if gone else d.link
+        if gone:
+            later.append((pd, ns, name))
+        elif path_of is not None:
+            out[pd] = path_of(name)
+        else:
+            out[pd] = ids.setdefault((ns, d.key), len([k for k in ids if k[0] == ns]))
+            names = sc.paths if ns == "reg" else sc.fifo_paths
+            if out[pd] == len(names):
+                names.append(name)
+    for pd, ns, name in later:
+        if path_of is not None:
+            p = path_of(name)
+        else:
+            names = sc.paths if ns == "reg" else sc.fifo_paths
+            if name not in names:
+                names.append(name)
+            p = names.index(name)
+        out[pd] = unlinked(p) if p >= 0 else -1
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -676,10 +712,15 @@ def _write_reasons(sc: Scan, w: World, v: Variant) -> tuple[int, list[str]]:
             seen.add(f)
             file = w.files[f]
             where = f"fd {fd} of {sc.who(sc.task_pids[w.tasks.index(t)])}"
-            if file.kind == TIMERFD:
+            if file.kind == TIMERFD and not v.timerfd_dumped:
                 return 0, [f"{where}: timerfd: f_op lacks checkpoint"]
-            if file.owner:
+            if file.owner and not v.owner_dumped:
                 return 0, [f"{where}: {sc.names.get(f)} has an F_SETOWN owner"]
+            if file.path <= -2 and not v.unlinked_dumped:
+                return 0, [f"{where}: {sc.names.get(f)}: unlinked, no name to save "
+                           "(checkpoint_fname)"]
+            if v.refuse_pipe_direct and file.kind in PIPE_KINDS and file.f_flags & O_DIRECT:
+                return 0, [f"{where}: {sc.names.get(f)}: a pipe in packet mode (O_DIRECT)"]
             if file.kind == UNIX and v.refuse_external_unix:
                 peers = [g for g, x in enumerate(w.files)
                          if g != f and x.kind == UNIX and x.obj == file.obj]
