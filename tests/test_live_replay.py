@@ -1,6 +1,6 @@
-"""`crmodel replay` of every trace `crmodel check --config tiny --traces DIR` writes for
-linuxcr, criu and fixed: each environment step agrees with the live kernel, the scan at the
-checkpoint equals the model's state, and the checkpoint of the real processes ends as the
+"""`crmodel replay` of every trace `crmodel check --config tiny --traces DIR` writes (every
+variant, mutants included): each environment step agrees with the live kernel, the scan at
+the checkpoint equals the model's state, and the checkpoint of the real processes ends as the
 model's did."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from crmodel import api, cli
 from crmodel.live import driver
 from crmodel.live import replay as live_replay
+from model.variants import VARIANTS
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
@@ -25,23 +26,28 @@ pytestmark = pytest.mark.skipif(
 )
 
 REPLAYED = ["linuxcr", "criu", "fixed"]
+ALL = list(VARIANTS)
 
 
-@pytest.fixture(scope="module")
-def traces(tiny_rows, tmp_path_factory) -> list[Path]:
-    """The traces of the replayed variants, written once as `check --traces` writes them."""
-    folder = tmp_path_factory.mktemp("traces")
+def _write(tiny_rows, folder: Path, variants: list[str]) -> list[Path]:
     out = []
-    for v in REPLAYED:
+    for v in variants:
         for row in tiny_rows(v).values():
             if row.trace is not None:
                 out.append(Path(api.write_trace(row, folder)))
     return sorted(out)
 
 
-@pytest.mark.variants(REPLAYED)
-def test_every_trace_replays_with_full_agreement(traces: list[Path]) -> None:
-    assert len(traces) >= 30
+@pytest.fixture(scope="module")
+def traces(tiny_rows, tmp_path_factory) -> list[Path]:
+    """The traces of linuxcr, criu and fixed, written once as `check --traces` writes them."""
+    return _write(tiny_rows, tmp_path_factory.mktemp("traces"), REPLAYED)
+
+
+@pytest.mark.variants(ALL)
+def test_every_trace_replays_with_full_agreement(tiny_rows, tmp_path: Path) -> None:
+    traces = _write(tiny_rows, tmp_path, ALL)
+    assert len(traces) >= 200
     ends = set()
     restored = 0
     for path in traces:
