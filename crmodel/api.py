@@ -205,7 +205,8 @@ def check(
     if mem is None:
         mem = validate.default_memory()
     if proof_size is not None and not isinstance(proof_size, str):
-        raise UsageError(f"--proof-size = {proof_size!r:.60}: must be text IN,OUT,FDS,FILES")
+        raise UsageError(f"--proof-size = {proof_size!r:.60}: must be text "
+                         "IN,OUT,FDS,FILES[,QUEUE]")
     if engine == "z3":
         from crmodel import z3run  # heavy import only when asked
 

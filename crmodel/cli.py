@@ -61,8 +61,9 @@ def main() -> None:
 @click.option("--spec", "specs", multiple=True, help="Spec name (repeatable).")
 @click.option("--engine", type=click.Choice(["explicit", "z3"]), default="explicit",
               show_default=True, help="Explicit BFS, or z3 (proofs, then BMC).")
-@click.option("--proof-size", metavar="IN,OUT,FDS,FILES",
-              help="z3: the size proofs cover [default: 2,2,8,8].")
+@click.option("--proof-size", metavar="IN,OUT,FDS,FILES[,QUEUE]",
+              help="z3: the size proofs cover; QUEUE > 0 adds unix sockets with that many "
+              "in-flight SCM_RIGHTS files per queue [default: 2,2,8,8].")
 @click.option("--z3-timeout", type=float, metavar="SECONDS",
               help="z3: seconds per query; a timeout is a failure [default: 600].")
 @click.option("--no-z3-cache", is_flag=True,

@@ -53,19 +53,25 @@ def encodes(v: Variant) -> bool:
 
 
 def parse_size(text: str) -> Sizes:
-    """`INSIDE,OUTSIDE,FDS,FILES` -> Sizes (a usage error if malformed)."""
+    """`INSIDE,OUTSIDE,FDS,FILES[,QUEUE]` -> Sizes (a usage error if malformed); QUEUE > 0
+    puts unix sockets in the proofs, each queue holding up to QUEUE in-flight files."""
     try:
         parts = [int(x) for x in text.split(",")]
-        if len(parts) != 4:
+        if len(parts) not in (4, 5):
             raise ValueError
         size = Sizes(*parts)
     except ValueError:
-        raise UsageError(f"--proof-size wants INSIDE,OUTSIDE,FDS,FILES (four integers), "
-                         f"not {text!r}") from None
+        raise UsageError(f"--proof-size wants INSIDE,OUTSIDE,FDS,FILES[,QUEUE] (four or five "
+                         f"integers), not {text!r:.60}") from None
     if size.inside < 1 or size.outside < 1 or size.fds < 1 or size.files < 1:
-        raise UsageError("--proof-size: every figure must be at least 1")
+        raise UsageError("--proof-size: every figure must be at least 1 (QUEUE at least 0)")
     if size.tasks > 8 or size.fds > 16 or size.files > 16:
         raise UsageError("--proof-size: at most 8 tasks, 16 descriptors and 16 files")
+    if size.queue < 0 or size.queue > 8:
+        raise UsageError("--proof-size: QUEUE must be 0 (no unix sockets) to 8")
+    if size.queue and size.files < 3:
+        raise UsageError("--proof-size: with unix sockets (QUEUE > 0) FILES must be at least "
+                         "3 (a socket pair and a file to send)")
     return size
 
 
@@ -88,11 +94,18 @@ class Job:
     ray: Any = None  # a connected Ray (checker.cluster.session): obligations as its tasks
 
 
+def _queue(job: Job, cfg: Config) -> int:
+    """The symbolic queue length BMC on `cfg` uses: the proof size's, where `cfg` has unix
+    sockets (none in a proof without them)."""
+    return job.size.queue if "unix" in cfg.kinds else 0
+
+
 def _bmc_configs(job: Job) -> list[Config]:
-    out = [covered_config(job.cfg, job.cfg.name)]
+    out = [covered_config(job.cfg, job.cfg.name, sockets=_queue(job, job.cfg) > 0)]
     b = SPECS[job.spec].bounded.get(job.variant)
     if b is not None and not b.reached(job.cfg):
-        out.append(covered_config(PRESETS[b.demo], b.demo))
+        demo = PRESETS[b.demo]
+        out.append(covered_config(demo, b.demo, sockets=_queue(job, demo) > 0))
     return out
 
 
@@ -140,7 +153,7 @@ def _refute(job: Job, t0: float, why: str, cti: Any = None) -> tuple[Result, Con
     tried = []
     for cfg in _bmc_configs(job):
         depth = run_length(cfg)
-        [r] = bmc(proof_model(cfg, v), [job.spec], depth, job.timeout)
+        [r] = bmc(proof_model(cfg, v, queue=_queue(job, cfg)), [job.spec], depth, job.timeout)
         if r.verdict == "violated":
             r.seconds = time.monotonic() - t0
             r.reason = f"{why}; on {cfg.name}: {r.reason}"
@@ -197,7 +210,7 @@ def _check(cfg: Config, vnames: Sequence[str], snames: Sequence[str] | None,
     rows = []
     for job in todo:
         r, c = done[(job.variant, job.spec)]
-        m = CrModel(covered_config(c, c.name), VARIANTS[job.variant])
+        m = CrModel(covered_config(c, c.name, sockets=_queue(job, c) > 0), VARIANTS[job.variant])
         if r.trace is not None:
             r.trace.model = m
         # A proof covers any number of steps: the expectation is the unbounded one.

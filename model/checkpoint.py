@@ -118,6 +118,8 @@ def _peer(w: World, f: int) -> int:
 def kernel_count(w: World, v: Variant, objtype: int, ptr: int) -> int | None:
     """The count the contained check compares an object's `users` with under `v`, or None
     for a type it never compares (a pipe's INODE, unless the variant gives it ref_users)."""
+    if objtype == OBJ_FILE and not v.inflight_counted:
+        return file_counts(w, False)[ptr]
     if objtype == OBJ_INODE:
         if not v.pipe_ref_users:
             return None  # INODE has no ref_users: never compared
@@ -231,7 +233,7 @@ def _leaks(w: World, v: Variant) -> list[ObjEntry]:
     for e in w.cr.objhash:
         if e.objtype == OBJ_FILE:
             if counts is None:
-                counts = file_counts(w)
+                counts = file_counts(w, v.inflight_counted)
             r: int | None = counts[e.ptr]
         else:
             r = kernel_count(w, v, e.objtype, e.ptr)
@@ -439,11 +441,13 @@ READS: dict[str, frozenset[str]] = {
     "freeze": frozenset({"full_container"}) | _CLEAN_READS,
     "collect": frozenset({"users_start", "collect_every", "epoll_counts_targets",
                           "pipe_ref_users", "skip_uncheckpointable",
-                          "tables_checked_at_collect"}) | _CLEAN_READS,
-    "contained": frozenset({"contained_check", "pipe_ref_users"}) | _CLEAN_READS,
+                          "tables_checked_at_collect", "inflight_counted"}) | _CLEAN_READS,
+    "contained": frozenset({"contained_check", "pipe_ref_users", "inflight_counted"})
+    | _CLEAN_READS,
     "write": frozenset({"users_start", "full_container", "skip_uncheckpointable",
                         "cloexec_per_file", "refuse_external_unix", "check_at_write",
-                        "pipe_ref_users", "refuse_unpaired_slave"}) | _CLEAN_READS,
-    "visited": frozenset({"visited_check", "recheck_after_write", "pipe_ref_users"})
+                        "pipe_ref_users", "refuse_unpaired_slave", "inflight_counted"})
     | _CLEAN_READS,
+    "visited": frozenset({"visited_check", "recheck_after_write", "pipe_ref_users",
+                          "inflight_counted"}) | _CLEAN_READS,
 }

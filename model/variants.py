@@ -28,6 +28,10 @@ class Variant:
     # lets that task change the container's references after collect (close, then exec)
     tables_checked_at_collect: bool = False
     skip_uncheckpointable: bool = False  # silently leave out files without ->checkpoint
+    # the counts the contained check compares include in-flight SCM_RIGHTS references
+    # (file->f_count); off: only descriptors and the objhash's grab, as a design that counts
+    # the references it can walk (fd tables) would
+    inflight_counted: bool = True
     # CRIU's own rules (the CRIU source file that has each is named where the model reads it)
     refuse_external_unix: bool = False  # a dumped unix socket whose peer was not dumped
     owner_dumped: bool = False  # F_SETOWN owner saved and restored (no -EBUSY)

@@ -43,15 +43,16 @@ def f_count(w: World, f: int) -> int:
     return file_counts(w)[f]
 
 
-def file_counts(w: World) -> list[int]:
-    """`f_count` of every file, in one pass over the references."""
+def file_counts(w: World, in_flight: bool = True) -> list[int]:
+    """`f_count` of every file, in one pass over the references (without the in-flight
+    SCM_RIGHTS ones if not `in_flight`)."""
     n = [0] * len(w.files)
     tables = w.tables
     for table in live_tables(w):
         for s in tables[table]:
             if s != EMPTY:
                 n[s >> 1] += 1  # slot_file(s), inline: this loop runs at every contained check
-    for g in w.files:
+    for g in w.files if in_flight else ():
         if g.rcvq and g.kind == UNIX:
             for x in g.rcvq:
                 n[x] += 1

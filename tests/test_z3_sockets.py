@@ -11,16 +11,22 @@
    socket, at the explicit (shortest) length, with traces that replay on the explicit model.
 4. Proofs for `fixed` at `SOCKET_PROOF_SIZE`, sockets present: leak_detection_sound and the
    restore specs.
+5. Teeth: a design whose contained check leaves in-flight references out of the counts
+   (`MUT_INFLIGHT`) leaks a file in flight in an outside task's queue; the explicit engine
+   and BMC find the same 10-step run, and the socket proof fails at the contained check.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 import pytest
 import z3
 
-from checker.symbolic import bmc, prove
+from checker.explicit import explore
+from checker.model import invariant
+from checker.symbolic import bmc, check_obligation, obligations, prove
 from model.config import Config
 from model.flags import O_APPEND, O_ASYNC, O_DIRECT, O_NONBLOCK, O_RDWR
 from model.state import WRITTEN
@@ -143,9 +149,6 @@ def test_socket_transitions_agree_on_random_states(variant: str) -> None:
 def test_bmc_finds_socket_counterexamples(variant: str, spec: str, length: int) -> None:
     """The explicit engine's shortest violation on sockets alone, found by BMC at the same
     length (`length`, which the explicit search of SMALL_UNIX gives: checked here too)."""
-    from checker.explicit import explore
-    from checker.model import invariant
-
     ex = explore(CrModel(SMALL_UNIX, VARIANTS[variant]), [invariant(spec, SPECS[spec].predicate)])
     r0 = ex.results[0]
     assert r0.verdict == "violated" and len(r0.trace.steps) - 1 == length
@@ -164,3 +167,40 @@ def test_fixed_proved_with_sockets(spec: str) -> None:
     """`fixed` satisfies the spec in every state of SOCKET_PROOF_SIZE, sockets present."""
     ok, obs = prove(proof_model(SOCKET_PROOF_SIZE, VARIANTS["fixed"]), spec, timeout=300)
     assert ok, [o.detail for o in obs if o.status != "valid"]
+
+
+# A design whose contained check compares `users` with the references it can walk (fd table
+# slots and the objhash's grab) rather than file->f_count: a file the container holds that is
+# also in flight in a queue an outside task reads escapes it. Not in the variant registry:
+# the presets every registered variant runs on (tiny, the findings) disable sendmsg, where it
+# would be an equivalent mutant; here it shows what the socket proof's in-flight counts buy.
+MUT_INFLIGHT = replace(VARIANTS["fixed"], name="mut-inflight-uncounted", kind="mutant",
+                       base="fixed", inflight_counted=False,
+                       doc="the contained check counts descriptors, not in-flight SCM_RIGHTS "
+                       "references")
+INFLIGHT = Config(
+    name="z3-inflight", inside_tasks=1, outside_tasks=1, max_fds=3, paths=1,
+    access_modes=(O_RDWR,), open_flags=(0,), setfl_flags=(O_APPEND,), offsets=2,
+    kinds=("reg", "unix"), disabled=("dup2", "dup", "exec", "setown", "lseek", "setfd",
+                                     "setfl", "reopen", "clone_files", "recvmsg", "exit"),
+    env_steps=6, checkpoint_steps=0,
+)
+
+
+def test_in_flight_references_give_the_socket_proof_teeth() -> None:
+    spec = "leak_detection_sound"
+    prop = [invariant(spec, SPECS[spec].predicate)]
+    assert explore(CrModel(INFLIGHT, VARIANTS["fixed"]), prop).results[0].verdict == "holds"
+    r0 = explore(CrModel(INFLIGHT, MUT_INFLIGHT), prop).results[0]
+    # open, fork into the container, socketpair, sendmsg of the file, close it: the file is
+    # the container's and in flight in the outside task's queue; then the checkpoint
+    assert r0.verdict == "violated" and len(r0.trace.steps) - 1 == 10
+    assert [s.action[0] for s in r0.trace.steps[1:6]] == ["open", "fork", "socketpair",
+                                                           "sendmsg", "close"]
+    (r,) = bmc(proof_model(INFLIGHT, MUT_INFLIGHT, files=3, queue=1), [spec], 10,
+               timeout=300)
+    assert r.verdict == "violated" and r.depth == 10, r.reason
+    assert not SPECS[spec].predicate(r.trace.steps[-1].state)
+    m = proof_model(SOCKET_PROOF_SIZE, MUT_INFLIGHT)
+    (ob,) = [o for o in obligations(m, spec) if o.id == "step:contained"]
+    assert check_obligation(m, spec, ob, timeout=300).status == "failed"

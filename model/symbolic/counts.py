@@ -131,7 +131,9 @@ class View:
             rest = [z3.And(z3.Not(self.ins_table[x]), self.live_table[x], self.slot_is[x][d][f])
                     for x in range(m.NT) for d in range(m.ND)]
             total = self.tin_all[f] + cnt(rest + [s["h_file"][f]], m.CW)
-            out.append(total + sockets.in_flight(self, f) if m.Q else total)
+            # the variant that compares without in-flight references sees them nowhere
+            counted = m.Q and m.v.inflight_counted
+            out.append(total + sockets.in_flight(self, f) if counted else total)
         return out
 
     def hashed_on(self, o: int, kinds: tuple[int, ...]) -> z3.ExprRef:
