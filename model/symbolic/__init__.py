@@ -57,14 +57,18 @@ What is abstracted:
   snapshot and restored observation are therefore not decoded (BMC traces get them from the
   explicit replay, see `concretize`);
 * the ghost record of outside references (`Cr.ghost`) is one bit per object;
-* not covered: unix sockets (socketpair, SCM_RIGHTS sendmsg/recvmsg), CRIU's external-unix
-  refusal (no sockets), and the specs `restore_preserves_all_flags` and `restart_succeeds`.
+* unix sockets (socketpair, SCM_RIGHTS sendmsg/recvmsg, in-flight references and Linux-CR's
+  checkpoint of sockets) only when `Sizes.queue` > 0 (`sockets`; with 0 no term mentions
+  them);
+* not covered: CRIU's rules (in-flight files dumped, external unix peers refused), FIFOs and
+  unlinked files, and the specs `restore_preserves_all_flags` and `restart_succeeds`.
 
 Specs encoded: `SPECS_ENCODED`.
 
 Rooms, each beside its explicit twin: `state` (sizes, domains, what is covered), `terms`
 (z3 term builders), `counts` (derived terms: `model.world`), `env` (`model.env`),
 `checkpoint` (`model.checkpoint`), `restart` (`model.restart`, `model.image.tamper`),
+`sockets` (the unix parts of `model.env`, `model.world` and `model.checkpoint`),
 `decode` (back to an explicit World), `system` (the model: `model.system`). Nothing here
 imports `specs`: the proofs' lemmas are handed in (`specs.lemmas.proof_model`).
 """
