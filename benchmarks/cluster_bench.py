@@ -1,13 +1,15 @@
 """Speed-up of 2 local Ray workers over 1, for both engines, measured back to back in one run.
 
-    python benchmarks/cluster_bench.py [--preset default] [--variant linuxcr]
+    python benchmarks/cluster_bench.py [--preset deep] [--variant fixed] [--max-depth 7]
                                        [--proof-size 2,2,4,4] [--proof-variant fixed]
-                                       [--proof-spec leak_detection_sound] [--write]
+                                       [--proof-spec leak_detection_sound]
+                                       [--only explicit|z3] [--write]
 
-Explicit: the partitioned search (`checker.distributed`) of `--variant` on `--preset`, all
-specs, on a private Ray of 1 CPU with 1 worker, then of 2 CPUs with 2 workers; the
-single-process engine on the same preset as the reference (its answers must be equal: the
-script says if they are not). Bytes exchanged: the pickled batches sent from one worker to
+Explicit: the partitioned search (`checker.distributed`) of `--variant` on `--preset` to
+`--max-depth`, all specs, on a private Ray of 1 CPU with 1 worker, then of 2 CPUs with 2
+workers; the single-process engine on the same bounds as the reference (its answers must be
+equal: the script says if they are not). The CPU time of the workers is theirs during the
+search; bytes exchanged are the offers, answers and given states sent from one worker to
 another, per distinct state. z3: the proof of `--proof-spec` for `--proof-variant` at
 `--proof-size`, every obligation a Ray task, on 1 CPU then on 2, nothing cached. Each Ray is
 started and shut down around its run (its start-up is not timed). Figures are printed, never
@@ -34,7 +36,7 @@ def markers(part: str) -> tuple[str, str]:
     return f"<!-- cluster_bench {part}: begin -->", f"<!-- cluster_bench {part}: end -->"
 
 
-def explicit_runs(preset: str, variant: str) -> list[dict]:
+def explicit_runs(preset: str, variant: str, max_depth: int | None) -> list[dict]:
     import checker
     from checker.cluster import session
     from checker.distributed import explore_cluster
@@ -46,24 +48,28 @@ def explicit_runs(preset: str, variant: str) -> list[dict]:
     for n in (1, 2):
         with session("auto", n) as ray:
             t0 = time.perf_counter()
-            ex = explore_cluster(ray, m, props, workers=n)
+            ex = explore_cluster(ray, m, props, workers=n, max_depth=max_depth)
             rows.append({"engine": "explicit", "workers": n, "seconds": time.perf_counter() - t0,
                          "states": ex.states, "bytes": ex.bytes_exchanged, "ex": ex,
-                         "cpu": ex.worker_cpu_seconds})
+                         "cpu": ex.worker_cpu_seconds, "moved": ex.states_moved})
             print(f"explicit {preset}/{variant}, {n} worker(s): {ex.states:,} states, "
-                  f"{rows[-1]['seconds']:.1f}s", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    one = checker.explore(m, props, stop_when_decided=False)
-    secs = time.perf_counter() - t0
-    print(f"explicit {preset}/{variant}, one process: {secs:.1f}s", file=sys.stderr)
+                  f"{rows[-1]['seconds']:.1f}s, workers' CPU {ex.worker_cpu_seconds:.1f}s",
+                  file=sys.stderr, flush=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    one = checker.explore(m, props, stop_when_decided=False, max_depth=max_depth)
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"explicit {preset}/{variant}, one process: {secs:.1f}s, CPU {cpu:.1f}s",
+          file=sys.stderr)
     for r in rows:
         ex = r.pop("ex")
-        r["same"] = (ex.states, ex.transitions, ex.levels, ex.coverage) == (
-            one.states, one.transitions, one.levels, one.coverage) and all(
-            (a.verdict, a.states, a.depth, a.trace) == (b.verdict, b.states, b.depth, b.trace)
+        r["same"] = (ex.states, ex.transitions, ex.levels, ex.coverage, ex.complete,
+                     ex.stopped_by) == (one.states, one.transitions, one.levels, one.coverage,
+                                        one.complete, one.stopped_by) and all(
+            (a.verdict, a.states, a.transitions, a.depth, a.trace)
+            == (b.verdict, b.states, b.transitions, b.depth, b.trace)
             for a, b in zip(one.results, ex.results, strict=True))
     rows.append({"engine": "explicit", "workers": 0, "seconds": secs, "states": one.states,
-                 "bytes": 0, "same": True})
+                 "bytes": 0, "same": True, "cpu": cpu})
     return rows
 
 
@@ -101,9 +107,10 @@ def table(a: argparse.Namespace, ex: list[dict], z3: list[dict]) -> str:
              "|---|---|---:|---:|---:|---|"]
     if ex:
         one, two, single = ex
-        lines.append(f"| explicit | `{a.preset}`, `{a.variant}`, all specs: {one['states']:,} "
-                     f"states | {one['seconds']:.1f} s | {two['seconds']:.1f} s | "
-                     f"{one['seconds'] / two['seconds']:.2f}x | "
+        depth = f", to depth {a.max_depth}" if a.max_depth is not None else ""
+        lines.append(f"| explicit | `{a.preset}`, `{a.variant}`, all specs{depth}: "
+                     f"{one['states']:,} states | {one['seconds']:.1f} s | "
+                     f"{two['seconds']:.1f} s | {one['seconds'] / two['seconds']:.2f}x | "
                      f"{'yes' if one['same'] and two['same'] else 'NO'} (to one process, "
                      f"{single['seconds']:.1f} s) |")
     if z3:
@@ -114,15 +121,16 @@ def table(a: argparse.Namespace, ex: list[dict], z3: list[dict]) -> str:
                      f"{one['seconds'] / two['seconds']:.2f}x | "
                      f"{'yes' if two['same'] else 'NO'} |")
     if ex:
-        one, two = ex[0], ex[1]
+        one, two, single = ex
         lines.append("")
-        lines.append(f"Bytes exchanged between the 2 workers (offers, requests, shipped "
-                     f"states): {two['bytes']:,} ({two['bytes'] / two['states']:.0f} per "
-                     f"distinct state). CPU time of the workers (their processes, Ray's "
-                     f"start included): {one['cpu']:.1f} s with 1, {two['cpu']:.1f} s with 2, "
-                     f"so partitioning costs {two['cpu'] / one['cpu']:.2f}x the work, and on 2 "
-                     f"otherwise idle cores 2 workers could be at most "
-                     f"{2 * one['cpu'] / two['cpu']:.2f}x faster than 1.")
+        lines.append(
+            f"CPU time of the workers in the search: {one['cpu']:.1f} s with 1, "
+            f"{two['cpu']:.1f} s with 2 (partitioning costs {two['cpu'] / one['cpu']:.2f}x "
+            f"the work of one partition), one process {single['cpu']:.1f} s. Exchanged "
+            f"between the 2 workers (offers, answers, states given to even out the "
+            f"frontiers): {two['bytes']:,} bytes, {two['bytes'] / two['states']:.0f} per "
+            f"distinct state; {two['moved']:,} states given "
+            f"({100 * two['moved'] / two['states']:.1f}% of them).")
     return "\n".join(lines)
 
 
@@ -143,8 +151,11 @@ def write_doc(part: str, text: str, load0: tuple, load1: tuple) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="default")
-    ap.add_argument("--variant", default="linuxcr")
+    ap.add_argument("--preset", default="deep")
+    ap.add_argument("--variant", default="fixed")
+    ap.add_argument("--max-depth", type=int, default=7,
+                    help="explicit: levels explored (deep to 7: about 1.6 million states; "
+                    "-1: all)")
     ap.add_argument("--proof-size", default="2,2,4,4")
     ap.add_argument("--proof-variant", default="fixed")
     ap.add_argument("--proof-spec", default="leak_detection_sound")
@@ -153,7 +164,9 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help=f"write the table to {DOC.name}")
     a = ap.parse_args()
     load0 = os.getloadavg()
-    ex = explicit_runs(a.preset, a.variant) if a.only != "z3" else []
+    if a.max_depth is not None and a.max_depth < 0:
+        a.max_depth = None
+    ex = explicit_runs(a.preset, a.variant, a.max_depth) if a.only != "z3" else []
     z3 = z3_runs(a.proof_size, a.proof_variant, a.proof_spec) if a.only != "explicit" else []
     text = table(a, ex, z3)
     print(text)

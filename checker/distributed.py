@@ -176,6 +176,7 @@ class _Partition:
     def __init__(self, index: int, workers: int, model: Any,
                  properties: Sequence[Property], family: bool = False) -> None:
         gc.set_threshold(100_000, *gc.get_threshold()[1:])  # see checker.explicit
+        self.cpu0 = time.process_time()  # the worker process's start is not this search's
         self.index, self.workers, self.family = index, workers, family
         self.h = hooks(model)
         self.succ = model.successors_family if family else _one_member(self.h.successors)
@@ -438,7 +439,7 @@ class _Partition:
         return self.masks[level].tobytes()
 
     def totals(self) -> tuple[dict[Any, int], int, float]:
-        return dict(self.coverage), self.bytes_out, time.process_time()
+        return dict(self.coverage), self.bytes_out, time.process_time() - self.cpu0
 
 
 # --- snapshots --------------------------------------------------------------------------------

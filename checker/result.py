@@ -130,7 +130,7 @@ class Exploration:
     snapshot: str | None = None  # where the last snapshot was written
     graph: nx.DiGraph | None = None  # with keep_graph=True
     bytes_exchanged: int = 0  # between workers (checker.distributed), pickled batches
-    worker_cpu_seconds: float = 0.0  # CPU time of those workers, all together
+    worker_cpu_seconds: float = 0.0  # CPU time of those workers in this search, all together
     states_moved: int = 0  # given by one worker to another to even out their frontiers
 
     def result(self, name: str) -> Result:
