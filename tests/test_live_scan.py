@@ -234,3 +234,48 @@ def test_a_fifo_and_a_named_file_held_inside_succeed(named) -> None:
     assert out.exit_code == 0, out.stdout + out.stderr
     assert "not expressible" not in out.stdout
     assert out.stdout.count(": succeeds") == 3
+
+
+def test_files_in_flight_are_read_into_the_models_queues() -> None:
+    """SCM_RIGHTS messages in a queue, a file in flight only and a socket in flight with a
+    queue of its own: the scan is the model's state, and the queues are left as they were."""
+    from crmodel.live import driver
+    from model.env import apply, initial_world
+    from model.world import normalize
+
+    acts = [("socketpair", 0), ("pipe", 0), ("sendmsg", 0, 0, 3), ("close", 0, 3),
+            ("sendmsg", 0, 0, 2), ("socketpair", 0), ("sendmsg", 0, 3, 2),
+            ("sendmsg", 0, 0, 4), ("close", 0, 4), ("fork", 0, 1)]
+    w = initial_world(driver.MODEL_FDS)
+    for a in acts:
+        _, w = apply(w, a)
+    sess = driver._Session(timeout=10.0)
+    try:
+        sess.start(1, 8)
+        for a in acts:
+            sess.perform(a)
+        before = sess.observe()
+        sc = live_scan.scan([t.pid for t in sess.tasks], fd_limit=driver.MODEL_FDS,
+                            max_fds=driver.MODEL_FDS, path_of=sess.name_index)
+        assert sc.unexpressible == [] and sc.world is not None
+        inside = w._replace(tasks=tuple(t._replace(inside=1) for t in w.tasks))
+        assert normalize(sc.world._replace(steps=w.steps)) == normalize(inside)
+        assert [len(f.rcvq) for f in sc.world.files if f.rcvq] == [3, 1]
+        assert sess.observe() == before  # nothing taken off a queue, no count changed
+        assert "(in flight)" in " ".join(sc.names.values())
+    finally:
+        sess.close()
+
+
+def test_a_queue_of_plain_data_is_not_expressible() -> None:
+    a, b = __import__("socket").socketpair()
+    try:
+        a.send(b"hello")
+        sc = live_scan.scan([os.getpid()])
+        text = "\n".join(sc.unexpressible)
+        assert f"fd {b.fileno()}: 5 unread bytes in its queue that are not one-byte messages" \
+            in text
+        assert b.recv(10) == b"hello"  # peeked, not taken
+    finally:
+        a.close()
+        b.close()

@@ -749,7 +749,7 @@ class _Session:
             return f"~{len(named) - 1}"
 
         def queue(mine: int, rq: int) -> list[Any]:
-            msgs = self._peek(mine, rq)
+            msgs = [fds for _n, fds, _t in peek_queue(mine, rq)]
             for fds in msgs:
                 held.extend(fds)
             return [name(fds[0]) if len(fds) == 1 else [name(x) for x in fds] for fds in msgs]
@@ -787,29 +787,6 @@ class _Session:
             for x in held:
                 _quiet(os.close, x)
         return flight, adrift
-
-    @staticmethod
-    def _peek(sock: int, count: int) -> list[list[int]]:
-        """The descriptors of the first `count` one-byte messages queued on `sock` (a copy
-        held by the driver), without taking them off the queue."""
-        s = socket.socket(fileno=os.dup(sock))
-        try:
-            s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
-            out: list[list[int]] = []
-            try:
-                for _ in range(count):
-                    _data, anc, _fl, _addr = s.recvmsg(
-                        1, socket.CMSG_SPACE(4 * 4), socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                    fds: list[int] = []
-                    for level, typ, raw in anc:
-                        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                            fds.extend(struct.unpack(f"{len(raw) // 4}i", raw[: len(raw) // 4 * 4]))
-                    out.append(fds)
-            finally:
-                s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
-            return out
-        finally:
-            s.close()
 
     @staticmethod
     def _classify(link: str, st: os.stat_result, flags: int, tty_index: int | None,
@@ -854,6 +831,39 @@ def _quiet(fn: Any, *args: Any) -> None:
         fn(*args)
     except OSError:
         pass
+
+
+def peek_queue(sock: int, nbytes: int) -> list[tuple[int, list[int], bool]]:
+    """The messages queued on a unix stream socket (`sock`, a descriptor of this process) as
+    (bytes, descriptors, truncated), first to last, without taking them off the queue.
+
+    recvmsg(MSG_PEEK) alone stops at the first message that carries descriptors; with
+    SO_PEEK_OFF set, each peek starts where the last one ended. Peeking stops at `nbytes`
+    (the queue's length, from sock_diag), so it never meets an empty queue, where a pending
+    error (ECONNRESET) would be consumed. The descriptors are new ones in this process: the
+    caller closes them. SO_PEEK_OFF is set back as it was."""
+    s = socket.socket(fileno=os.dup(sock))
+    out: list[tuple[int, list[int], bool]] = []
+    try:
+        old = s.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+        s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+        try:
+            seen = 0
+            while seen < nbytes:
+                data, anc, fl, _addr = s.recvmsg(nbytes - seen, socket.CMSG_SPACE(4 * 8),
+                                                 socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                fds = [x for level, typ, raw in anc
+                       if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS
+                       for x in struct.unpack(f"{len(raw) // 4}i", raw[: len(raw) // 4 * 4])]
+                out.append((len(data), fds, bool(fl & socket.MSG_CTRUNC)))
+                if not data:
+                    break
+                seen += len(data)
+        finally:
+            s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, old)
+    finally:
+        s.close()
+    return out
 
 
 def _getfd(pid: int, fd: int) -> int:

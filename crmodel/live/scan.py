@@ -6,7 +6,9 @@ files, fd tables, pipes, ptys or socket peers is outside. Descriptors come from
 `/proc/PID/fd` (links, `stat`), `/proc/PID/fdinfo` (flags with O_CLOEXEC for the
 descriptor, pos, epoll `tfd:` lines, a pty master's `tty-index:`); which descriptors share an
 open file and which tasks share a table come from kcmp; unix socket peers, types and queue
-lengths from sock_diag; the F_SETOWN owner from F_GETOWN on a copy taken with pidfd_getfd.
+lengths from sock_diag; the F_SETOWN owner from F_GETOWN on a copy taken with pidfd_getfd;
+the files in flight in a unix socket's queue by recvmsg(MSG_PEEK) on such a copy
+(`_read_queues`), which leaves the queue as it was.
 `f_mode` is not shown by the kernel: it is derived from the access mode as open() sets it.
 
 A named pipe's ends are pipe ends with a name (the model's FIFO), and a regular file or FIFO
@@ -93,8 +95,15 @@ def _kcmp(pid1: int, pid2: int, typ: int, idx1: int, idx2: Any) -> int:
     return int(r)
 
 
+PEEKED = -1  # the "pid" of a descriptor this scan peeked out of a queue (it is in this process)
+
+
+def _pid(p: int) -> int:
+    return os.getpid() if p == PEEKED else p
+
+
 def _same_file(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return _kcmp(a[0], b[0], driver.KCMP_FILE, a[1], ctypes.c_long(b[1])) == 0
+    return _kcmp(_pid(a[0]), _pid(b[0]), driver.KCMP_FILE, a[1], ctypes.c_long(b[1])) == 0
 
 
 def _same_table(p1: int, p2: int) -> bool:
@@ -104,7 +113,7 @@ def _same_table(p1: int, p2: int) -> bool:
 def _epoll_target_is(holder: tuple[int, int], ep: tuple[int, int], tfd: int) -> bool:
     """kcmp(KCMP_EPOLL_TFD): is the file `holder` holds the one `ep` watches as `tfd`?"""
     slot = _Slot(ep[1], tfd, 0)
-    return _kcmp(holder[0], ep[0], KCMP_EPOLL_TFD, holder[1],
+    return _kcmp(_pid(holder[0]), _pid(ep[0]), KCMP_EPOLL_TFD, holder[1],
                  ctypes.cast(ctypes.pointer(slot), ctypes.c_void_p)) == 0
 
 
@@ -112,7 +121,7 @@ def _owner(pid: int, fd: int) -> int | None:
     """F_GETOWN of the open file behind pid's fd, on a copy taken with pidfd_getfd; None
     when the copy cannot be taken (not permitted, or gone)."""
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = os.pidfd_open(_pid(pid))
     except OSError:
         return None
     try:
@@ -302,6 +311,19 @@ class Scan:
     comms: dict[int, str] = field(default_factory=dict)
     descs: dict[tuple[int, int], Desc] = field(default_factory=dict)  # (pid, fd) -> as read
     kinds: dict[tuple[int, int], tuple[int, Any, str]] = field(default_factory=dict)
+    # files in flight: each socket's (pid, fd) -> a descriptor of each message's file, peeked
+    # into this process (`_read_queues`), as (this pid, fd); those held until `close`
+    flight: dict[tuple[int, int], list[tuple[int, int]]] = field(default_factory=dict)
+    held: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the descriptors of files in flight this scan peeked."""
+        for fd in self.held:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.held = []
 
     def who(self, pid: int, fd: int | None = None) -> str:
         where = "inside" if pid in self.inside else "outside"
@@ -338,16 +360,12 @@ def _classify(d: Desc, diag: _Diag, fstypes: dict[int, str]) -> tuple[int, Any, 
         u = diag.unix(d.key[1])
         if u is None:
             return -1, None, f"{d.link}: a socket other than AF_UNIX"
-        stype, state, peer, rq = u
+        stype, state, peer, _rq = u
         if stype != SOCK_STREAM:
             return -1, None, f"{d.link}: an AF_UNIX {SOCK_TYPES.get(stype, stype)} socket " \
                              "(the model has unix stream socket pairs)"
         if state != TCP_ESTABLISHED or not peer:
             return -1, None, f"{d.link}: an unconnected or listening unix stream socket"
-        if rq:
-            return -1, None, (f"{d.link}: {rq} unread bytes in its queue (the model's queue "
-                              "holds SCM_RIGHTS messages only; whether these carry "
-                              "descriptors is not visible from outside)")
         return UNIX, ("unix", min(d.key[1], peer), max(d.key[1], peer)), d.link
     if d.link == "anon_inode:[eventpoll]":
         return EPOLL, None, "epoll"
@@ -394,11 +412,14 @@ def scan(inside: Sequence[int], *, outside: Sequence[int] | None = None,
     for pid in inside + list(outside or []):
         _check_pid(pid)
     diag = _Diag()
+    sc: Scan | None = None
     try:
         sc = _scan(inside, outside, fd_limit, diag)
+        _build(sc, max_fds, path_of)
     finally:
         diag.close()
-    _build(sc, max_fds, path_of)
+        if sc is not None:
+            sc.close()
     return sc
 
 
@@ -422,8 +443,10 @@ def _scan(inside: list[int], outside_given: Sequence[int] | None, fd_limit: int 
     for (pid, fd), (kind, _o, why) in kinds.items():
         if kind < 0:
             sc.unexpressible.append(f"pid {pid} fd {fd}: {why}")
+    _read_queues(sc, diag, fstypes, list(descs))
 
-    # Outside: processes sharing a table, a file or an object with the container.
+    # Outside: processes sharing a table, a file or an object with the container (its
+    # files in flight included).
     inner = list(descs.values())
     keys = {d.key for d in inner}
     objs = {kinds[(d.pid, d.fd)][1] for d in inner} - {None}
@@ -477,8 +500,9 @@ def _scan(inside: list[int], outside_given: Sequence[int] | None, fd_limit: int 
             sc.outside.append(pid)
             read(pid, relevant)
     for (pid, fd), (kind, _o, why) in kinds.items():
-        if kind < 0 and (pid, fd) not in mine:
+        if kind < 0 and (pid, fd) not in mine and pid != PEEKED:
             sc.unexpressible.append(f"pid {pid} fd {fd} (outside): {why}")
+    _read_queues(sc, diag, fstypes, [pd for pd in descs if pd not in mine and pd[0] != PEEKED])
 
     everyone = inside + sc.outside
     sc.comms = {p: _comm(p) for p in everyone}
@@ -486,11 +510,82 @@ def _scan(inside: list[int], outside_given: Sequence[int] | None, fd_limit: int 
     for pid in inside:
         mapped = _mapped_inodes(pid)
         for d in inner:
+            if d.pid == PEEKED:
+                continue
             if kinds[(d.pid, d.fd)][0] == REG and d.key in mapped:
                 sc.unexpressible.append(
                     f"pid {d.pid} fd {d.fd}: {d.link} is also memory-mapped by pid {pid} "
                     "(a mapping's vm_file may hold this open file; the model has no memory)")
     return sc
+
+
+def _read_queues(sc: Scan, diag: _Diag, fstypes: dict[int, dict[int, str]],
+                 sockets: list[tuple[int, int]]) -> None:
+    """Read which files are in flight in the queues of these unix sockets (and, breadth
+    first, of the sockets in flight there): recvmsg(MSG_PEEK) on a copy of the socket
+    (pidfd_getfd) with SO_PEEK_OFF stepping over the messages, which are left queued; the
+    peeked descriptors stay open in this process until the scan ends (`Scan.close`), their
+    files read like any descriptor's. A queue that is not one-byte messages each carrying
+    one descriptor (the model's shape) is named not expressible."""
+    me = os.getpid()
+    todo = [pd for pd in sockets if sc.kinds[pd][0] == UNIX]
+    done = list(sc.flight)
+    while todo:
+        pid, fd = todo.pop(0)
+        key = sc.descs[(pid, fd)].key
+        if any(sc.descs[q].key == key and _same_file((pid, fd), q) for q in done):
+            continue  # this socket's queue is read already (through another descriptor)
+        done.append((pid, fd))
+        u = diag.unix(key[1])
+        if u is None or not u[3]:
+            continue
+        where = f"pid {pid} fd {fd}" if pid != PEEKED else "a socket in flight"
+        got = _peek_queue(sc, pid, fd, u[3])
+        if isinstance(got, str):
+            sc.unexpressible.append(f"{where}: {got}")
+            continue
+        sc.flight[(pid, fd)] = []
+        fstypes.setdefault(me, _fstypes(me))
+        for x in got:
+            d = _read_desc(me, x)
+            if d is None:
+                continue
+            d = replace(d, pid=PEEKED)
+            kind = _classify(d, diag, fstypes[me])
+            sc.descs[(PEEKED, x)], sc.kinds[(PEEKED, x)] = d, kind
+            sc.flight[(pid, fd)].append((PEEKED, x))
+            if kind[0] < 0:
+                sc.unexpressible.append(f"{where}: in flight in its queue: {kind[2]}")
+            elif kind[0] == EPOLL:
+                sc.unexpressible.append(f"{where}: an epoll in flight in its queue (its "
+                                        "items are not read)")
+            elif kind[0] == UNIX:
+                todo.append((PEEKED, x))
+
+
+def _peek_queue(sc: Scan, pid: int, fd: int, rq: int) -> list[int] | str:
+    """This process's descriptors of the files in flight in the socket's queue, one per
+    message, in order; or why the queue is not the model's."""
+    try:
+        copy = driver._getfd(_pid(pid), fd)
+    except driver.DriverError:
+        return "its queue cannot be read (pidfd_getfd refused)"
+    fds: list[int] = []
+    why = ""
+    try:
+        msgs = driver.peek_queue(copy, rq)
+    except OSError as e:
+        return f"its queue cannot be read ({e.strerror})"
+    finally:
+        os.close(copy)
+    for nbytes, got, truncated in msgs:
+        sc.held.extend(got)
+        if nbytes != 1 or len(got) != 1 or truncated:
+            why = (f"{rq} unread bytes in its queue that are not one-byte messages each "
+                   "carrying one descriptor (the model's queue holds SCM_RIGHTS messages only)")
+        elif not why:
+            fds.append(got[0])
+    return why or fds
 
 
 def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) -> None:
@@ -526,10 +621,26 @@ def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) 
                 file_of[(p, fd)] = len(reps_f)
                 by_key.setdefault(d.key, []).append(len(reps_f))
                 reps_f.append((p, fd))
+    # files in flight: the file a descriptor holds, or one in flight only (an open file of
+    # its own, read through the descriptor this scan peeked)
+    for msgs in sc.flight.values():
+        for m in msgs:
+            if m in file_of:
+                continue
+            key = descs[m].key
+            for f in by_key.get(key, []):
+                if _same_file(m, reps_f[f]):
+                    file_of[m] = f
+                    break
+            else:
+                file_of[m] = len(reps_f)
+                by_key.setdefault(key, []).append(len(reps_f))
+                reps_f.append(m)
     for pd, f in file_of.items():
-        sc.holders.setdefault(f, []).append(pd)
+        if pd[0] != PEEKED:
+            sc.holders.setdefault(f, []).append(pd)
     for f, (p, fd) in enumerate(reps_f):
-        sc.names[f] = kinds[(p, fd)][2]
+        sc.names[f] = kinds[(p, fd)][2] + (" (in flight)" if p == PEEKED else "")
     if sc.unexpressible:
         return
     obj_ids: dict[Any, int] = {}
@@ -564,14 +675,18 @@ def _build(sc: Scan, max_fds: int | None, path_of: Callable[[str], int] | None) 
         files[f] = files[f]._replace(epitems=tuple(sorted(items)))
     if sc.unexpressible:
         return
-    highest = max((fd for _p, fd in descs), default=-1)
+    for (p, fd), msgs in sc.flight.items():  # SCM_RIGHTS messages, one file each, in order
+        f = file_of[(p, fd)]
+        files[f] = files[f]._replace(rcvq=tuple(file_of[m] for m in msgs))
+    highest = max((fd for p, fd in descs if p != PEEKED), default=-1)
     n = max(max_fds or 0, highest + 1, 1)
     if max_fds is not None and highest >= max_fds:
         sc.unexpressible.append(f"descriptor {highest} is beyond the model's {max_fds}")
         return
     tables = [[EMPTY] * n for _ in reps]
     for (p, fd), f in file_of.items():
-        tables[table_of[p]][fd] = slot(f, descs[(p, fd)].cloexec)
+        if p != PEEKED:
+            tables[table_of[p]][fd] = slot(f, descs[(p, fd)].cloexec)
     tasks = tuple(Task(1 if pid in sc.inside else 0, 0, table_of[pid]) for pid in sc.task_pids)
     sc.world = World(tasks, tuple(tuple(t) for t in tables), tuple(files), 0)
 
