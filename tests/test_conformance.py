@@ -915,6 +915,22 @@ def _files(w: World, fn: Callable[[File], File]) -> World:
     return w._replace(files=tuple(fn(f) for f in w.files))
 
 
+def test_projection_catches_a_wrong_f_mode_or_path() -> None:
+    acts = [("open", 0, 0, O_RDONLY, 0, 0), ("open", 0, 1, O_RDWR, 0, 0)]
+    spoil = {0: lambda f: f._replace(f_mode=f.f_mode | 2), 1: lambda f: f._replace(path=0)}
+    msg = _caught(acts, lambda w: w._replace(files=tuple(
+        spoil[f.path](f) for f in w.files)))
+    assert "fmode.0:0" in msg and "paths.0:1" in msg
+
+
+def test_projection_catches_a_lost_message() -> None:
+    def drop(f: File) -> File:
+        return f._replace(rcvq=f.rcvq[1:]) if f.kind == UNIX else f
+
+    msg = _caught(FLIGHT, lambda w: _files(w, drop))
+    assert "inq.0:1" in msg and "flight.0:1" in msg
+
+
 def test_projection_catches_a_lost_owner() -> None:
     """The owner set by a task that has since exited is still compared."""
     acts = [("open", 0, 0, O_RDONLY, 0, 0), ("fork", 0, 0), ("setown", 1, 0), ("exit", 1)]
