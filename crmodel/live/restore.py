@@ -11,6 +11,10 @@ task made it) and `F_SETFD` as the record says. A task whose table objref is kno
 Epoll items are added under their saved fd number by a short-lived fork of the epoll's holder
 (an item is keyed by file and number, and outlives the fork's copy of the descriptors).
 
+A named pipe is opened by its name (a read-write opener first, so that no end waits); a
+regular file or FIFO that was unlinked is made anew under its old name, opened and unlinked
+at once, so it comes back nameless.
+
 Where the variant restores O_LARGEFILE as saved (`restore_largefile`, done in-kernel by the
 design), user space has two ways to open a pty slave: by path, which adds O_LARGEFILE, and
 ioctl(TIOCGPTPEER), which does not; a pipe end that was reopened through /proc (and so has
@@ -121,14 +125,49 @@ class _Restorer:
     def path(self, index: int) -> str:
         return os.path.join(self.sess.tmp, f"f{index}")
 
+    def open_named(self, task: int, ns: str, path: int, flags: int) -> int:
+        """Open the regular file (`ns` "f") or FIFO ("q") of a record by its name; for an
+        unlinked one (path `unlinked(p)`), a new file made under the name p had, opened and
+        unlinked at once while the file now under that name waits aside: open, then
+        nameless, as the model's restart gives it back."""
+        if path >= 0:
+            name = os.path.join(self.sess.tmp, f"{ns}{path}")
+            return self.park(task, int(self.call(task, "open", name, flags)))
+        name = os.path.join(self.sess.tmp, f"{ns}{-2 - path}")
+        aside = name + ".aside"
+        os.rename(name, aside)
+        try:
+            if ns == "q":
+                os.mkfifo(name, 0o644)
+            else:
+                with open(name, "wb") as f:
+                    f.write(bytes(FILE_SIZE))
+            fd = self.park(task, int(self.call(task, "open", name, flags)))
+            os.unlink(name)
+        finally:
+            os.rename(aside, name)
+        return fd
+
     def make_file(self, task: int, r) -> int:
         """Open or reconstruct the file of record `r` in `task`; its (parked) descriptor."""
         acc = r.f_flags & O_ACCMODE
         kind = r.f_type
         keep_lf = self.v.restore_largefile
         if kind == REG:
-            return self.park(task, int(self.call(task, "open", self.path(r.path),
-                                                 r.f_flags & ~OPEN_ONLY_FLAGS)))
+            return self.open_named(task, "f", r.path, r.f_flags & ~OPEN_ONLY_FLAGS)
+        if kind in PIPE_KINDS and r.path != -1:
+            # a FIFO, by its name (Linux-CR fifo_file_restore, CRIU fifo.c): a read-write
+            # opener first (kept parked), so that no end waits for a partner; each end is
+            # then that FIFO opened through /proc with its own access mode
+            fifo = self.objs.get(r.obj_ref)
+            if fifo is None:
+                fifo = {"rw": _Held(task, self.open_named(task, "q", r.path, O_RDWR))}
+                self.objs[r.obj_ref] = fifo
+            rw = fifo["rw"]
+            pid = self.sess.tasks[rw.task].pid
+            return self.park(task, int(self.call(
+                task, "open", f"/proc/{pid}/fd/{rw.fd}",
+                {PIPE_R: O_RDONLY, PIPE_W: O_WRONLY}.get(kind, O_RDWR))))
         if kind in PIPE_KINDS:
             pipe = self.objs.get(r.obj_ref)
             if pipe is None:
