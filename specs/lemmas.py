@@ -375,8 +375,25 @@ def clean_container_untouched(m: Any, s: Any) -> z3.BoolRef:
     out += [z3.Implies(held[f], z3.Not(z3.Or(v.out_file[f], is_(s["kind"][f], TIMERFD),
                                              s["owner"][f])))
             for f in range(m.NF)]
+    if m.Q:
+        out += _clean_sockets(m, s, v, held)
     return z3.Implies(z3.And(_phase_in(s, (FROZEN, COLLECTED, CHECKED, WRITTEN)), s["clean"]),
                       all_(out))
+
+
+def _clean_sockets(m: Any, s: Any, v: Any, held: list[z3.BoolRef]) -> list[z3.BoolRef]:
+    """The socket conjuncts of `clean_container_untouched`: a socket an inside table holds
+    has no message queued, no outside reference to its pair, and its peer, if any, is held
+    by an inside table too; and no file an inside table holds is in flight."""
+    r = v.outside_refs["sock"]
+    pi = sockets.peer_is(v)
+    out = [z3.Implies(z3.And(held[f], is_(s["kind"][f], UNIX)),
+                      z3.And(s["qn"][f] == 0, z3.Not(r[f]),
+                             all_(z3.Implies(pi[f][g], held[g]) for g in range(m.NF))))
+           for f in range(m.NF)]
+    out += [z3.Implies(held[f], z3.Not(z3.And(v.alive_f[g], c)))
+            for f in range(m.NF) for g in range(m.NF) for c in sockets.in_queue(v, g, f)]
+    return out
 
 
 @lemma(*_COMPLETE)
@@ -397,7 +414,9 @@ def clean_objhash_is_the_container(m: Any, s: Any) -> z3.BoolRef:
                        + [s["v_file"][f] == s["h_file"][f] for f in range(m.NF)]
                        + [s["v_ino"][o] == s["h_ino"][o] for o in range(m.NF)]
                        + [s["v_tty"][o][i] == s["h_tty"][o][i]
-                          for o in range(m.NF) for i in (0, 1)])
+                          for o in range(m.NF) for i in (0, 1)]
+                       + ([s["v_sock"][f] == s["h_sock"][f] for f in range(m.NF)]
+                          if m.Q else []))
     # after the write only the re-check reads the counts (the write adds no object: with a
     # clean container each is hashed already)
     written = z3.And(visited, counts) if m.v.recheck_after_write else visited

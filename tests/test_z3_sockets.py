@@ -9,8 +9,8 @@
    recorded restart outcome is the explicit restart's.
 3. BMC finds the explicit engine's violations on a config whose only file kind is the unix
    socket, at the explicit (shortest) length, with traces that replay on the explicit model.
-4. Proofs for `fixed` at `SOCKET_PROOF_SIZE`, sockets present: leak_detection_sound and the
-   restore specs.
+4. Proofs for `fixed` at `SOCKET_PROOF_SIZE`, sockets present: leak_detection_sound,
+   leak_detection_complete and the restore specs, one item per obligation.
 5. Teeth: a design whose contained check leaves in-flight references out of the counts
    (`MUT_INFLIGHT`) leaks a file in flight in an outside task's queue; the explicit engine
    and BMC find the same 10-step run, and the socket proof fails at the contained check.
@@ -158,8 +158,9 @@ def test_bmc_finds_socket_counterexamples(variant: str, spec: str, length: int) 
     assert not SPECS[spec].predicate(r.trace.steps[-1].state)
 
 
-SOCKET_PROOFS = ["leak_detection_sound", "restore_preserves_fcntl_flags",
-                 "restore_preserves_offsets_and_sharing", "refcounts_restored"]
+SOCKET_PROOFS = ["leak_detection_sound", "leak_detection_complete",
+                 "restore_preserves_fcntl_flags", "restore_preserves_offsets_and_sharing",
+                 "refcounts_restored"]
 _MODELS: dict = {}
 
 
