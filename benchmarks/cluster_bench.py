@@ -1,21 +1,24 @@
 """Speed-up of 2 local Ray workers over 1, for both engines, measured back to back in one run.
 
     python benchmarks/cluster_bench.py [--preset deep] [--variant fixed] [--max-depth 7]
+                                       [--family-preset tiny]
                                        [--proof-size 2,2,4,4] [--proof-variant fixed]
                                        [--proof-spec leak_detection_sound]
-                                       [--only explicit|z3] [--write]
+                                       [--only explicit|family|z3] [--write]
 
 Explicit: the partitioned search (`checker.distributed`) of `--variant` on `--preset` to
 `--max-depth`, all specs, on a private Ray of 1 CPU with 1 worker, then of 2 CPUs with 2
 workers; the single-process engine on the same bounds as the reference (its answers must be
 equal: the script says if they are not). The CPU time of the workers is theirs during the
 search; bytes exchanged are the offers, answers and given states sent from one worker to
-another, per distinct state. z3: the proof of `--proof-spec` for `--proof-variant` at
-`--proof-size`, every obligation a Ray task, on 1 CPU then on 2, nothing cached. Each Ray is
-started and shut down around its run (its start-up is not timed). Figures are printed, never
-asserted; the load average before and after says how busy the machine was. `--write` (with
-`--only`) puts this run's table in docs/cluster.md between its markers, with the machine and
-the date."""
+another, per distinct state. Family: every variant on `--family-preset` as one family
+(`crmodel check` with several variants), the same way, against the single-process family
+search. z3: the proof of `--proof-spec` for `--proof-variant` at `--proof-size`, every
+obligation a Ray task, on 1 CPU then on 2, nothing cached. Each Ray is started and shut down
+around its run (its start-up is not timed). Figures are printed, never asserted; the load
+average before and after each part says how busy the machine was. `--write` puts each
+part's table in docs/cluster.md between its markers, with the machine and the date. The
+whole run takes about 15 minutes on this 2-core machine."""
 
 from __future__ import annotations
 
@@ -26,10 +29,12 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DOC = ROOT / "docs" / "cluster.md"
+PARTS = ("explicit", "family", "z3")
 
 
 def markers(part: str) -> tuple[str, str]:
@@ -73,6 +78,43 @@ def explicit_runs(preset: str, variant: str, max_depth: int | None) -> list[dict
     return rows
 
 
+def family_runs(preset: str) -> list[dict]:
+    from checker.cluster import session
+    from checker.distributed import explore_cluster_family
+    from checker.family import explore_family
+    from crmodel import api
+    from model.system import CrFamily
+    from model.variants import VARIANTS
+
+    fam = CrFamily(api.config(preset), list(VARIANTS.values()))
+    props = api.properties(list(api.SPECS))
+    rows, runs = [], []
+    for n in (1, 2):
+        with session("auto", n) as ray:
+            t0 = time.perf_counter()
+            exs = explore_cluster_family(ray, fam, props, workers=n)
+            secs = time.perf_counter() - t0
+        runs.append(exs)
+        rows.append({"workers": n, "seconds": secs, "cpu": exs[0].worker_cpu_seconds,
+                     "bytes": exs[0].bytes_exchanged, "moved": exs[0].states_moved})
+        print(f"family {preset}, {n} worker(s): {secs:.1f}s, workers' CPU "
+              f"{exs[0].worker_cpu_seconds:.1f}s", file=sys.stderr, flush=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    one = explore_family(fam, props, stop_when_decided=False)
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"family {preset}, one process: {secs:.1f}s, CPU {cpu:.1f}s", file=sys.stderr)
+
+    def answers(e: Any) -> tuple:
+        return (e.states, e.transitions, e.levels, e.coverage, [
+            (r.verdict, r.states, r.transitions, r.depth, r.trace) for r in e.results])
+
+    for r, exs in zip(rows, runs, strict=True):
+        r["same"] = [answers(e) for e in exs] == [answers(e) for e in one]
+        r["variants"], r["states"] = len(one), sum(e.states for e in one)
+    rows.append({"workers": 0, "seconds": secs, "cpu": cpu, "same": True})
+    return rows
+
+
 def z3_runs(size_text: str, variant: str, spec: str) -> list[dict]:
     from checker import symbolic
     from checker.cluster import prove_cluster, session
@@ -102,43 +144,56 @@ def z3_runs(size_text: str, variant: str, spec: str) -> list[dict]:
     return rows
 
 
-def table(a: argparse.Namespace, ex: list[dict], z3: list[dict]) -> str:
-    lines = ["| engine | what | 1 worker | 2 workers | speed-up | answers equal |",
-             "|---|---|---:|---:|---:|---|"]
-    if ex:
-        one, two, single = ex
-        depth = f", to depth {a.max_depth}" if a.max_depth is not None else ""
-        lines.append(f"| explicit | `{a.preset}`, `{a.variant}`, all specs{depth}: "
-                     f"{one['states']:,} states | {one['seconds']:.1f} s | "
-                     f"{two['seconds']:.1f} s | {one['seconds'] / two['seconds']:.2f}x | "
-                     f"{'yes' if one['same'] and two['same'] else 'NO'} (to one process, "
-                     f"{single['seconds']:.1f} s) |")
-    if z3:
-        one, two = z3
-        lines.append(f"| z3 | `{a.proof_spec}` for `{a.proof_variant}` at {a.proof_size}: "
-                     f"{one['obligations']} obligations | {one['seconds']:.1f} s (slowest "
-                     f"{one['slowest']}) | {two['seconds']:.1f} s (slowest {two['slowest']}) | "
-                     f"{one['seconds'] / two['seconds']:.2f}x | "
-                     f"{'yes' if two['same'] else 'NO'} |")
-    if ex:
-        one, two, single = ex
-        lines.append("")
-        lines.append(
-            f"CPU time of the workers in the search: {one['cpu']:.1f} s with 1, "
+HEAD = ["| engine | what | 1 worker | 2 workers | speed-up | answers equal |",
+        "|---|---|---:|---:|---:|---|"]
+
+
+def speed(one: dict, two: dict) -> str:
+    return (f"{one['seconds']:.1f} s | {two['seconds']:.1f} s | "
+            f"{one['seconds'] / two['seconds']:.2f}x")
+
+
+def cpu_line(one: dict, two: dict, single: dict) -> str:
+    return (f"CPU time of the workers in the search: {one['cpu']:.1f} s with 1, "
             f"{two['cpu']:.1f} s with 2 (partitioning costs {two['cpu'] / one['cpu']:.2f}x "
-            f"the work of one partition), one process {single['cpu']:.1f} s. Exchanged "
-            f"between the 2 workers (offers, answers, states given to even out the "
-            f"frontiers): {two['bytes']:,} bytes, {two['bytes'] / two['states']:.0f} per "
-            f"distinct state; {two['moved']:,} states given "
-            f"({100 * two['moved'] / two['states']:.1f}% of them).")
-    return "\n".join(lines)
+            f"the work of one partition), one process {single['cpu']:.1f} s.")
+
+
+def table(part: str, a: argparse.Namespace, rows: list[dict]) -> str:
+    if part == "explicit":
+        one, two, single = rows
+        depth = f", to depth {a.max_depth}" if a.max_depth is not None else ""
+        return "\n".join([*HEAD, (
+            f"| explicit | `{a.preset}`, `{a.variant}`, all specs{depth}: "
+            f"{one['states']:,} states | {speed(one, two)} | "
+            f"{'yes' if one['same'] and two['same'] else 'NO'} (to one process, "
+            f"{single['seconds']:.1f} s) |"), "", (
+            f"{cpu_line(one, two, single)} Exchanged between the 2 workers (offers, answers, "
+            f"states given to even out the frontiers): {two['bytes']:,} bytes, "
+            f"{two['bytes'] / two['states']:.0f} per distinct state; {two['moved']:,} states "
+            f"given ({100 * two['moved'] / two['states']:.1f}% of them).")])
+    if part == "family":
+        one, two, single = rows
+        return "\n".join([*HEAD, (
+            f"| explicit, family | `{a.family_preset}`, all {one['variants']} variants as one "
+            f"family, all specs: {one['states']:,} states over the variants | "
+            f"{speed(one, two)} | {'yes' if one['same'] and two['same'] else 'NO'} (to the "
+            f"single-process family, {single['seconds']:.1f} s) |"), "", (
+            f"{cpu_line(one, two, single)} Exchanged between the 2 workers: "
+            f"{two['bytes']:,} bytes; {two['moved']:,} entries given.")])
+    one, two = rows
+    return "\n".join([*HEAD, (
+        f"| z3 | `{a.proof_spec}` for `{a.proof_variant}` at {a.proof_size}: "
+        f"{one['obligations']} obligations | {one['seconds']:.1f} s (slowest "
+        f"{one['slowest']}) | {two['seconds']:.1f} s (slowest {two['slowest']}) | "
+        f"{one['seconds'] / two['seconds']:.2f}x | {'yes' if two['same'] else 'NO'} |")])
 
 
 def write_doc(part: str, text: str, load0: tuple, load1: tuple) -> None:
     """This run's table for `part` (explicit, z3) in docs/cluster.md, between its markers."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     fmt = ", ".join
-    head = (f"Written by `python benchmarks/cluster_bench.py --only {part} --write` on {when}: "
+    head = (f"Written by `python benchmarks/cluster_bench.py --write` ({part}) on {when}: "
             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
             f"load average {fmt(f'{x:.1f}' for x in load0)} before the run and "
             f"{fmt(f'{x:.1f}' for x in load1)} after (other work shared the machine).")
@@ -156,24 +211,25 @@ def main() -> None:
     ap.add_argument("--max-depth", type=int, default=7,
                     help="explicit: levels explored (deep to 7: about 1.6 million states; "
                     "-1: all)")
+    ap.add_argument("--family-preset", default="tiny")
     ap.add_argument("--proof-size", default="2,2,4,4")
     ap.add_argument("--proof-variant", default="fixed")
     ap.add_argument("--proof-spec", default="leak_detection_sound")
-    ap.add_argument("--only", choices=["explicit", "z3"],
-                    help="one engine (each run stays under 10 minutes here)")
-    ap.add_argument("--write", action="store_true", help=f"write the table to {DOC.name}")
+    ap.add_argument("--only", choices=PARTS, help="one part (default: all, in this order)")
+    ap.add_argument("--write", action="store_true",
+                    help=f"write each part's table to {DOC.name}")
     a = ap.parse_args()
-    load0 = os.getloadavg()
     if a.max_depth is not None and a.max_depth < 0:
         a.max_depth = None
-    ex = explicit_runs(a.preset, a.variant, a.max_depth) if a.only != "z3" else []
-    z3 = z3_runs(a.proof_size, a.proof_variant, a.proof_spec) if a.only != "explicit" else []
-    text = table(a, ex, z3)
-    print(text)
-    if a.write:
-        if a.only is None:
-            ap.error("--write needs --only: each engine's table has its own place")
-        write_doc(a.only, text, load0, os.getloadavg())
+    runs = {"explicit": lambda: explicit_runs(a.preset, a.variant, a.max_depth),
+            "family": lambda: family_runs(a.family_preset),
+            "z3": lambda: z3_runs(a.proof_size, a.proof_variant, a.proof_spec)}
+    for part in [a.only] if a.only else PARTS:
+        load0 = os.getloadavg()
+        text = table(part, a, runs[part]())
+        print(text, flush=True)
+        if a.write:
+            write_doc(part, text, load0, os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -41,9 +41,10 @@ honoured at level boundaries only, so a bounded run's figures are those of whole
 Snapshots (`save`, `resume`, one model, not a family) are taken at level boundaries, in the
 data-only format of `checker.snapshot`, and resume only with the same number of workers:
 fingerprints sit in partitions modulo the workers, and parent pointers name (worker,
-position). A worker lost mid-level stops the run: undecided properties are ``unknown``,
-`stopped_by` is ``worker_lost`` and the reason names the worker and the figures of the levels
-completed; the last snapshot, if saving, is kept for `resume`.
+position). A worker lost mid-level, when saving, is replaced: new workers go on from the last
+snapshot (up to `RETRIES` times). Otherwise the run stops: undecided properties are
+``unknown``, `stopped_by` is ``worker_lost`` and the reason names the worker and the figures
+of the levels completed.
 """
 
 from __future__ import annotations
@@ -83,10 +84,15 @@ INIT = 0xFFFF  # parent worker of an initial state (its parent position: the ini
 # A holder keeps up to this fraction of an even share more than its share before states are
 # given to another: moving a state costs about a fifth of expanding it.
 BALANCE_SLACK = 0.02
+RETRIES = 2  # searches with new workers after one was lost, from the last snapshot
 
 
 class WorkerLost(Exception):
     """A worker died mid-level; the run stops with the figures of the levels completed."""
+
+
+class _Redo(Exception):
+    """A worker died, and a snapshot lets the search go on with new workers."""
 
 
 # --- the stable fingerprint -------------------------------------------------------------------
@@ -635,16 +641,25 @@ def _explore(ray: Any, model: Any, properties: Iterable[Property], family: bool,
     if save is not None:
         check_overwritable(save, h.fingerprint_salt)
     actor = ray.remote(_Partition).options(num_cpus=1, max_restarts=0)
-    parts = [actor.remote(i, workers, model, props, family) for i in range(workers)]
-    try:
-        d = _Driver(ray, h, props, parts, workers, model.members() if family else None)
-        d.save_path, d.save_every = save, save_every
-        if snap is not None:
-            d.restore(snap)
-        return d.run(max_states, max_depth, max_seconds, as_progress(progress), on_level)
-    finally:
-        for a in parts:
-            ray.kill(a)
+    progress = as_progress(progress)
+    saved = False  # a snapshot of this search is on disk, to go on from if a worker is lost
+    for attempt in range(RETRIES + 1):
+        parts = [actor.remote(i, workers, model, props, family) for i in range(workers)]
+        try:
+            d = _Driver(ray, h, props, parts, workers, model.members() if family else None)
+            d.save_path, d.save_every = save, save_every
+            d.saved, d.redo = saved, save is not None and attempt < RETRIES
+            if snap is not None:
+                d.restore(snap)
+            return d.run(max_states, max_depth, max_seconds, progress, on_level)
+        except _Redo:
+            saved = True
+        finally:
+            for a in parts:
+                ray.kill(a)
+        # New workers, from the last snapshot: the lost worker's partition is there.
+        snap = _read(save, h, props, workers)  # type: ignore[arg-type]
+    raise AssertionError("unreachable: the last attempt does not redo")
 
 
 class _Driver:
@@ -670,6 +685,8 @@ class _Driver:
         self.save_path: str | os.PathLike[str] | None = None
         self.save_every = 10.0
         self.t_save = self.t0
+        self.saved = False  # a snapshot of this search is on disk
+        self.redo = False  # a lost worker: go on with new ones from that snapshot
         self.moved = 0  # states given from one holder to another
 
     def get(self, refs: Any) -> Any:
@@ -723,6 +740,8 @@ class _Driver:
                     stopped = "max_seconds"
                     break
         except WorkerLost as e:
+            if self.redo and self.saved:
+                raise _Redo from None
             self.lost, stopped = str(e), "worker_lost"
         except KeyboardInterrupt:
             stopped = "interrupt"
@@ -746,9 +765,11 @@ class _Driver:
 
     def info(self, now: float, **kw: Any) -> ProgressInfo:
         run = now - self.t0
-        extra = {"variants": len(self.members),
-                 "undecided": sum(self.undecided[j] >> m & 1 for j in range(len(self.props))
-                                  for m in range(len(self.members)))} if self.family else {}
+        pending = 0  # members with a property undecided
+        for u in self.undecided:
+            pending |= u
+        extra = {"variants": len(self.members), "undecided": pending.bit_count()
+                 } if self.family else {}
         return ProgressInfo(states=self.states, transitions=self.transitions,
                             queue=self.levels[-1] if self.levels else 0, depth=self.level,
                             elapsed=run, states_per_s=self.states / run if run > 0 else 0.0,
@@ -876,6 +897,7 @@ class _Driver:
                           for (j, _), f in self.found.items()], "parts": parts}
         write_snapshot(self.save_path, header, data)  # type: ignore[arg-type]
         self.t_save = time.perf_counter()
+        self.saved = True
 
     def restore(self, data: dict[str, Any]) -> None:
         self.level, self.levels = data["level"], data["levels"]

@@ -176,8 +176,9 @@ def check(
     runs variants, or groups of them (`split_family`), in parallel processes (same
     results). `save`/`resume` snapshot the family (then in one process) or the one variant.
     `cluster` (``auto`` or a Ray head's HOST:PORT) runs on Ray instead (same results): the
-    z3 engine's proof obligations as tasks, the explicit search of each variant in turn
-    partitioned among `workers` actors (default: the cluster's CPUs)."""
+    z3 engine's proof obligations as tasks, the explicit search (several variants as one
+    family, or each in turn with `per_variant`) partitioned among `workers` actors
+    (default: the cluster's CPUs)."""
     cfg = config(cfg)
     if workers is not None and cluster is None:
         raise UsageError("--workers needs --cluster")
@@ -223,10 +224,10 @@ def check(
                            cluster_address=cluster, workers=workers)
     if proof_size is not None or z3_timeout is not None:
         raise UsageError("--proof-size and --z3-timeout belong to --engine z3")
-    if (save or resume) and cluster is not None:
-        raise UsageError("--save/--resume belong to the single-process explicit engine, "
-                         "not to --cluster")
     family = len(vnames) > 1 and not per_variant
+    if (save or resume) and cluster is not None and family:
+        raise UsageError("--save/--resume with --cluster need exactly one --variant (the "
+                         "family search on a cluster keeps no snapshot)")
     if (save or resume) and len(vnames) > 1 and not family:
         raise UsageError("--save/--resume need exactly one --variant with --per-variant")
     # Every output checked before the exploration: a bad path found at the end loses it.

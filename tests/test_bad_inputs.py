@@ -138,7 +138,8 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("max-memory percent", [*CHECK, "--max-memory", "150%"]),
     ("max-memory with z3", [*CHECK, "--engine", "z3", "--max-memory", "2G"]),
     ("max-memory nan", [*CHECK, "--max-memory", "nanG"]),
-    ("save with cluster", [*CHECK, "--cluster", "auto", "--save", "s.snap"]),
+    ("save with a family on a cluster", [*CHECK, "--variant", "linuxcr", "--cluster", "auto",
+                                         "--save", "s.snap"]),
     ("workers without cluster", [*CHECK, "--workers", "2"]),
     ("cluster bad address", [*CHECK, "--cluster", "host:99999"]),
     # outputs, checked before any work

@@ -188,6 +188,40 @@ def test_a_worker_killed_mid_run_stops_with_the_figures_so_far(cluster) -> None:
     assert again.levels == ex.levels[:3]
 
 
+def test_a_worker_lost_while_saving_is_replaced_from_the_last_snapshot(cluster, tmp_path: Path
+                                                                      ) -> None:
+    """Saving at every level boundary, a worker killed before depth 3 is replaced: new
+    workers go on from the snapshot, to the answers of one uninterrupted process. Killed
+    again every time, the search stops after RETRIES new starts, as without a snapshot."""
+    import checker
+    from checker.distributed import RETRIES
+
+    kills: list[int] = []
+
+    def kill(level: int, actors: list, always: bool = False) -> None:
+        if level == 3 and (always or not kills):
+            kills.append(level)
+            os.kill(cluster.get(actors[1].pid.remote()), signal.SIGKILL)
+
+    m = api.model("tiny", "fixed")
+    props = api.properties(list(api.SPECS))
+    ex = explore_cluster(cluster, m, props, workers=2, max_depth=6, on_level=kill,
+                         save=tmp_path / "a.snap", save_every=0)
+    one = checker.explore(m, props, max_depth=6, stop_when_decided=False)
+    assert kills == [3] and ex.stopped_by == one.stopped_by == "max_depth"
+    assert (ex.states, ex.transitions, ex.levels, ex.coverage) == \
+        (one.states, one.transitions, one.levels, one.coverage)
+    for a, b in zip(one.results, ex.results, strict=True):
+        assert (b.verdict, b.states, b.transitions, b.depth, b.trace) == \
+            (a.verdict, a.states, a.transitions, a.depth, a.trace), a.property
+    kills.clear()
+    lost = explore_cluster(cluster, m, props, workers=2, max_depth=6, save_every=0,
+                           on_level=lambda lv, a: kill(lv, a, always=True),
+                           save=tmp_path / "b.snap")
+    assert lost.stopped_by == "worker_lost" and len(kills) == RETRIES + 1
+    assert "worker 1 lost while depth 3 was expanded" in lost.results[0].reason
+
+
 def test_stable_fingerprint_is_a_function_of_the_value() -> None:
     """Equal values fingerprint alike (sets in any order, True as 1, NamedTuples as tuples),
     in any process whatever its hash seed; different values differ."""
