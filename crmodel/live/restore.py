@@ -11,7 +11,8 @@ task made it) and `F_SETFD` as the record says. A task whose table objref is kno
 Epoll items are added under their saved fd number by a short-lived fork of the epoll's holder
 (an item is keyed by file and number, and outlives the fork's copy of the descriptors).
 
-A named pipe is opened by its name (a read-write opener first, so that no end waits); a
+A message in flight (CRIU's queue record) is sent again from the socket's peer with the file
+it carries. A named pipe is opened by its name (a read-write opener first, so that no end waits); a
 regular file or FIFO that was unlinked is made anew under its old name, opened and unlinked
 at once, so it comes back nameless.
 
@@ -42,7 +43,7 @@ from model.flags import (
     O_WRONLY,
     acc_fmode,
 )
-from model.image import OPEN_ONLY_FLAGS, R_EPITEM, R_FD, R_FILE, R_TABLE, R_TASK
+from model.image import OPEN_ONLY_FLAGS, R_EPITEM, R_FD, R_FILE, R_QUEUE, R_TABLE, R_TASK
 from model.state import EPOLL, PIPE_KINDS, PIPE_R, PIPE_RW, PIPE_W, PTMX, PTS, REG, TIMERFD, UNIX
 from model.variants import Variant
 from model.world import observe
@@ -90,6 +91,7 @@ class _Restorer:
         self.files: dict[int, _Held] = {}  # file objref -> where it was made
         self.tables: dict[int, int] = {}  # table objref -> a driver task holding it
         self.objs: dict[int, dict] = {}  # object objref -> the shared object's handles
+        self.peers: dict[int, _Held] = {}  # a socket's file objref -> where its peer was made
         self.next_park = PARK
 
     # -- calls -------------------------------------------------------------------------------
@@ -210,7 +212,11 @@ class _Restorer:
                 self.objs[r.obj_ref] = {"me": ha}
                 if r.peer_ref:
                     self.objs[r.peer_ref] = {"me": hb}
+                else:  # no peer saved: the other end only sends the queue's messages
+                    self.peers[r.objref] = hb
                 pair = self.objs[r.obj_ref]
+            if r.peer_ref in self.objs:
+                self.peers[r.objref] = self.objs[r.peer_ref]["me"]
             return self.here(task, pair["me"])
         if kind == EPOLL:
             return self.park(task, int(self.call(task, "epoll_create1")))
@@ -277,6 +283,15 @@ class _Restorer:
         finally:
             self.sess.do_exit(child)
 
+    def queue(self, r) -> None:
+        """CRIU (sk-queue.c): a message in flight is sent again, from the socket's peer, with
+        the file it carries."""
+        sock, x = self.files.get(r.sock_ref), self.files.get(r.file_ref)
+        peer = self.peers.get(r.sock_ref)
+        if sock is None or x is None or peer is None:
+            raise RestoreError(errno.EINVAL, "queue record names an unknown objref")
+        self.call(peer.task, "sendmsg", peer.fd, self.here(peer.task, x))
+
     def run(self, image: tuple) -> list[int]:
         """Replay the records; the driver tasks restored, in image order."""
         tasks: list[int] = []
@@ -296,6 +311,8 @@ class _Restorer:
                 self.install(current, r)
             elif r[0] == R_EPITEM:
                 self.epoll_item(r)
+            elif r[0] == R_QUEUE and self.v.scm_dumped:
+                self.queue(r)
             else:
                 raise RestoreError(errno.EINVAL, f"record type {r[0]}")
         return tasks

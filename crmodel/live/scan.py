@@ -556,9 +556,6 @@ def _read_queues(sc: Scan, diag: _Diag, fstypes: dict[int, dict[int, str]],
             sc.flight[(pid, fd)].append((PEEKED, x))
             if kind[0] < 0:
                 sc.unexpressible.append(f"{where}: in flight in its queue: {kind[2]}")
-            elif kind[0] == EPOLL:
-                sc.unexpressible.append(f"{where}: an epoll in flight in its queue (its "
-                                        "items are not read)")
             elif kind[0] == UNIX:
                 todo.append((PEEKED, x))
 
