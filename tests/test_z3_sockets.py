@@ -8,7 +8,8 @@
    included), no symbolic successor is missing from the explicit ones, and at the write the
    recorded restart outcome is the explicit restart's.
 3. BMC finds the explicit engine's violations on a config whose only file kind is the unix
-   socket, at the explicit (shortest) length, with traces that replay on the explicit model.
+   socket, at the explicit (shortest) length, with traces that replay on the explicit model
+   (the 11-step one of `mut-collect-every` with CRMODEL_Z3_SLOW=1).
 4. Proofs for `fixed` at `SOCKET_PROOF_SIZE`, sockets present: leak_detection_sound,
    leak_detection_complete and the restore specs, one item per obligation.
 5. Teeth: a design whose contained check leaves in-flight references out of the counts
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import replace
 
@@ -46,6 +48,7 @@ except ImportError:
 # The proofs' size with sockets: 1 inside + 1 outside task, 3 descriptors per table, 4 open
 # files (two socket pairs, or a pair and two files to send), 2 messages per queue.
 SOCKET_PROOF_SIZE = Sizes(inside=1, outside=1, fds=3, files=4, queue=2)
+SLOW = os.environ.get("CRMODEL_Z3_SLOW") == "1"
 SOCKET_FIELDS = ("q", "qn", "sk_err", "h_sock", "u_sock", "v_sock", "g_sock")
 
 # Sockets beside an epoll (a socket can be watched), a pty (O_ASYNC through ->fasync on
@@ -142,7 +145,9 @@ def test_socket_transitions_agree_on_random_states(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant,spec,length", [
-    ("mut-collect-every", "leak_detection_sound", 11),
+    # a descriptor recvmsg duplicated, counted twice: the costliest BMC here (about a minute)
+    pytest.param("mut-collect-every", "leak_detection_sound", 11, marks=pytest.mark.skipif(
+        not SLOW, reason="set CRMODEL_Z3_SLOW=1 for the 11-step socket refutation")),
     ("mut-no-contained", "leak_detection_sound", 8),
     ("subtree", "leak_detection_sound", 4),
 ])
