@@ -263,6 +263,9 @@ def test_files_in_flight_are_read_into_the_models_queues() -> None:
         assert [len(f.rcvq) for f in sc.world.files if f.rcvq] == [3, 1]
         assert sess.observe() == before  # nothing taken off a queue, no count changed
         assert "(in flight)" in " ".join(sc.names.values())
+        queued = [x for x in live_scan.describe(sc) if ": in its queue: " in x]
+        # fd 1 of both processes (the fork copied it): its three messages
+        assert len(queued) == 2 and all(x.count("file ") == 3 for x in queued)
     finally:
         sess.close()
 

@@ -967,6 +967,10 @@ def describe(sc: Scan) -> list[str]:
             if others:
                 text += "; also held by " + ", ".join(others)
             lines.append(text)
+            if file.rcvq:  # SCM_RIGHTS messages waiting to be received, in order
+                lines.append(f"pid {pid} fd {fd}: in its queue: " + ", ".join(
+                    f"file {x} {KIND_NAMES[sc.world.files[x].kind]} {sc.names.get(x, '')}"
+                    for x in file.rcvq))
     return lines
 
 
