@@ -98,7 +98,9 @@ class _Redo(Exception):
 # --- the stable fingerprint -------------------------------------------------------------------
 
 
-_MEMO_DEPTH = 3  # tuples this near the root are memoised: successors share most of them
+# Tuples this near the root (but not the root: a state's own bytes are asked for once) are
+# memoised: successors share most of them.
+_MEMO_DEPTH = 3
 
 
 def _encode(v: Any, out: list[bytes], memo: dict[Any, bytes], depth: int) -> None:
@@ -106,14 +108,15 @@ def _encode(v: Any, out: list[bytes], memo: dict[Any, bytes], depth: int) -> Non
     if t is int or t is bool:  # True == 1 in Python, so in the seen set: the same bytes
         out.append(b"i%d;" % v)
     elif isinstance(v, tuple):  # NamedTuples too: they compare as tuples, so they encode so
-        b = memo.get(v) if depth < _MEMO_DEPTH else None
+        keep = 0 < depth < _MEMO_DEPTH
+        b = memo.get(v) if keep else None
         if b is None:
             o = [b"("]
             for x in v:
                 _encode(x, o, memo, depth + 1)
             o.append(b")")
             b = b"".join(o)
-            if depth < _MEMO_DEPTH:
+            if keep:
                 memo[v] = b
         out.append(b)
     elif isinstance(v, int):  # IntEnum and other int subclasses: their value
