@@ -248,7 +248,7 @@ def test_cache_answers_only_identical_unsat_queries(tmp_path) -> None:
 class Cased(Counter):
     """Counter whose `inc` the proof splits into two cases, x even and x odd."""
 
-    def cases(self, name: str) -> list[Any]:
+    def cases(self, name: str, prop: str = "") -> list[Any]:
         return [0, 1] if name == "inc" else [None]
 
     def transition(self, s: dict[str, Any], tag: str, name: str, case: Any = None) -> SymStep:
@@ -331,6 +331,34 @@ def test_a_false_hint_is_never_trusted() -> None:
     ok, results = prove(Hinted(), "bounded_y")
     assert not ok and results[-1].obligation.id == "step:inc"
     assert results[-1].status == "failed"
+
+
+def test_a_false_pinning_hint_rewrites_nothing() -> None:
+    """A hint that pins a term (here: y stays as it was, so y <= 40 would carry over) would
+    rewrite the query if trusted; unproven, it is neither a fact nor a rewriting."""
+
+    @dataclass
+    class Pinned(NoLemma):
+        def transitions(self, s: dict[str, Any], tag: str) -> list[SymStep]:
+            inc, reset = super().transitions(s, tag)
+            inc.hints = (inc.post["y"] == s["y"], z3.Not(s["y"] == 40))
+            return [inc, reset]
+
+    ok, results = prove(Pinned(), "bounded_y")
+    assert not ok and results[-1].obligation.id == "step:inc"
+    assert results[-1].status == "failed" and results[-1].cti is not None
+
+
+def test_rewriter_replaces_pinned_terms_and_keeps_formulas_apart() -> None:
+    from checker.symbolic import rewriter
+
+    x, y, b = z3.Int("x"), z3.Int("y"), z3.Bool("b")
+    rw = rewriter([x == y, y == 3, z3.Not(b)])
+    assert z3.is_true(rw(z3.Or(b, x + 1 == 4)))  # x := y, then y := 3 and b := false
+    assert z3.is_false(rw(z3.And(b, y > 0)))
+    for k in range(50):  # a formula never gets another's rewriting (ids freed and reused)
+        assert rw(x + k == 3 + k).eq(z3.BoolVal(True))
+        assert rw(z3.Int(f"z{k}") == k).eq(z3.Int(f"z{k}") == k)
 
 
 def test_true_hints_keep_a_valid_proof_valid() -> None:

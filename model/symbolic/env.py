@@ -62,9 +62,11 @@ class Env:
 
     def __init__(self, m: CrSymModel, s: State, p: dict[str, z3.ExprRef],
                  table: int | None = None, phase: int | None = None,
-                 new_table: int | None = None) -> None:
-        """`table`/`phase`/`new_table` fix the acting task's fd table / the phase / the slot
-        a new table takes (a proof case): the terms are then built with them as constants."""
+                 new_table: int | None = None, clean: bool | None = None) -> None:
+        """`table`/`phase`/`new_table`/`clean` fix the acting task's fd table / the phase /
+        the slot a new table takes / the completeness ghost (a proof case): the terms are
+        then built with them as constants, and the step hints what the case pins down
+        (`case_hints`)."""
         self.m, self.s, self.p = m, s, p
         self.new_table = new_table
         self.v = m.view(s)
@@ -80,6 +82,10 @@ class Env:
             self.U, self.Fi, self.C = s["used"][table], s["sfile"][table], s["cloexec"][table]
         if phase is not None:
             self.case = z3.And(self.case, is_(s["phase"], phase))
+        if clean is not None:
+            self.case = z3.And(self.case, s["clean"] == z3.BoolVal(clean))
+        self.case_hints = self._case_hints(table, phase, clean)
+        self.racing = phase not in (None, 0)  # a case between the checkpoint's phases
         fd, fd2 = p["fd"], p["fd2"]
         self.uF, self.fF, self.cF = sel(fd, self.U), sel(fd, self.Fi), sel(fd, self.C)
         self.u2, self.f2, self.c2 = sel(fd2, self.U), sel(fd2, self.Fi), sel(fd2, self.C)
@@ -104,6 +110,24 @@ class Env:
                           z3.Or(self.ph0, z3.And(ckx, z3.Not(inside_t))))
         self.fd_ok, self.fd2_ok = m.in_domain("fd", fd), m.in_domain("fd", fd2)
 
+    def _case_hints(self, table: int | None, phase: int | None, clean: bool | None
+                    ) -> tuple[z3.BoolRef, ...]:
+        """What a proof case pins down, as facts that pin terms to values (the engine
+        rewrites the query with them, `checker.symbolic.rewriter`): the phase and `clean`,
+        and during a checkpoint that the acting (outside) task's table is no inside task's
+        (the leak lemmas say so, the completeness lemmas while `clean`; where they do not,
+        the engine cannot prove the hint and leaves it out). The last removes that table's
+        slots from every count over inside tables, before and after the step alike, so the
+        counts are the same terms."""
+        s, out = self.s, []
+        if phase is not None:
+            out.append(is_(s["phase"], phase))
+        if clean is not None:
+            out.append(s["clean"] == z3.BoolVal(clean))
+        if table is not None and phase not in (None, 0) and clean is not False:
+            out.append(z3.Not(self.v.ins_table[table]))
+        return tuple(out)
+
     # helpers building the post-state
     def base(self) -> State:
         post = dict(self.s)
@@ -116,7 +140,8 @@ class Env:
     def fam(self, name: str, guard: z3.BoolRef, post: State, release: bool = False) -> Transition:
         if release:
             post = cleanup(self.m, self.s, post)
-        return Transition(name, z3.And(self.case, self.can, guard), post, self.p)
+        return Transition(name, z3.And(self.case, self.can, guard), post, self.p,
+                          self.case_hints)
 
     def set_slots(self, post: State, X: z3.BitVecRef | int, updates: list[tuple]) -> None:
         """updates: (fd term, used, file, cloexec) written into table X in order."""
@@ -281,6 +306,10 @@ class Env:
         sums of the leak lemmas are otherwise a hard arithmetic problem: minutes a query
         at 8 descriptors and 8 files)."""
         v0, v1 = self.v, self.m.view(post)
+        if self.racing:  # the acting task and a child are outside: pins, for the rewriting
+            out = [v1.ins_table[x] == v0.ins_table[x] for x in range(self.m.NT)]
+            return tuple(out + [v1.n_in_holders[x] == v0.n_in_holders[x]
+                                for x in range(self.m.NT)])
         quiet = z3.And(z3.Not(self.inside_t), z3.Not(child_in))
         return tuple(z3.Implies(quiet, z3.And(v1.ins_table[x] == v0.ins_table[x],
                                               v1.n_in_holders[x] == v0.n_in_holders[x]))
@@ -292,13 +321,14 @@ class Env:
         self.case = z3.And(self.case, self.copy_case)  # ok_x holds in every fork
         ok_t = self._new_task(post, nx)
         tr = self.fam("fork", z3.And(self._child_ok(), ok_x, ok_t), post)
-        return tr._replace(hints=self.frame_hints(tr.post, self.p["ch_in"]))
+        free = () if self.new_table is None else (z3.Not(self.v.ins_table[self.new_table]),)
+        return tr._replace(hints=tr.hints + free + self.frame_hints(tr.post, self.p["ch_in"]))
 
     def clone_files(self) -> Transition:
         post = self.base()
         ok_t = self._new_task(post, self.X)
         tr = self.fam("clone_files", z3.And(self._child_ok(), ok_t), post)
-        return tr._replace(hints=self.frame_hints(tr.post, self.p["ch_in"]))
+        return tr._replace(hints=tr.hints + self.frame_hints(tr.post, self.p["ch_in"]))
 
     def exec(self) -> Transition:
         m, s, t = self.m, self.s, self.p["t"]
@@ -321,7 +351,7 @@ class Env:
                         for i in range(m.NT)]
         g = z3.And(z3.Or(shared, any_cl), z3.Or(z3.Not(shared), ok_x))
         tr = self.fam("exec", g, out, release=True)
-        return tr._replace(hints=self.frame_hints(tr.post, FALSE))
+        return tr._replace(hints=tr.hints + self.frame_hints(tr.post, FALSE))
 
     def exit(self) -> Transition:
         m, s, t = self.m, self.s, self.p["t"]
@@ -333,7 +363,7 @@ class Env:
                                                            else bv(0, m.wT)]
             post[k] = [z3.If(z3.UGT(t, i), old[i], nxt[i]) for i in range(m.NT)]
         tr = self.fam("exit", TRUE, post, release=True)
-        return tr._replace(hints=self.frame_hints(tr.post, FALSE))
+        return tr._replace(hints=tr.hints + self.frame_hints(tr.post, FALSE))
 
     # --- objects ---------------------------------------------------------------------------
 

@@ -275,9 +275,9 @@ class CrSymModel:
         """One transition family (what `transitions` would list under `name`), restricted
         to proof case `case` (from `cases`) if given."""
         if name in self.env_actions:
-            table, phase, new = (tuple(case) + (None,))[:3] if case is not None else (
-                None, None, None)
-            env = Env(self, s, self._params(tag), table, phase, new)
+            table, phase, clean, new = (tuple(case) + (None,))[:4] if case is not None else (
+                None, None, None, None)
+            env = Env(self, s, self._params(tag), table, phase, new, clean)
             return SOCKET_STEPS[name](env) if name in SOCKET_STEPS else getattr(env, name)()
         if name == "tamper":
             return tamper(self, s, self._params(tag)["k"])
@@ -285,16 +285,22 @@ class CrSymModel:
             return restart(self, s)
         return getattr(Checkpoint(self, s), name)()
 
-    def cases(self, name: str) -> list[Any]:
+    def cases(self, name: str, prop: str = "") -> list[Any]:
         """Proof cases of a family, covering all its transitions: an environment action by
-        a task holding table x, in phase p (before a checkpoint or between its phases).
-        Building each with x and p constant keeps the terms of the other tables as they are,
-        which is what lets z3 see that counts over them do not change."""
+        a task holding table x, in phase p (before a checkpoint, or between its phases),
+        with the completeness ghost `clean` c either way in the proof of the property that
+        reads it (None: not fixed). Building each with x and p constant keeps the terms of
+        the other tables as they are, and the case's hints (`Env.case_hints`) let z3 drop
+        what the case rules out: so it sees that counts over the other tables do not change
+        without arithmetic."""
         if name not in self.env_actions:
             return [None]
-        cases = [(x, p) for p in (0,) + self.dom.race_phases for x in range(self.NT)]
+        cases = [(x, 0, None) for x in range(self.NT)]
+        cleans = (False, True) if prop == "leak_detection_complete" else (None,)
+        cases += [(x, p, c) for p in self.dom.race_phases for c in cleans
+                  for x in range(self.NT)]
         if name in NEW_TABLE_ACTIONS:  # and the slot the new table takes, likewise
-            return [(x, p, y) for x, p in cases for y in range(self.NT)]
+            return [(x, p, c, y) for x, p, c in cases for y in range(self.NT)]
         return cases
 
     def family_names(self) -> list[str]:
