@@ -508,13 +508,15 @@ def _step_question(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any,
     return _case_question(sym, parts, s, inv, _family(sym, s, ob, case))
 
 
-FAMILY_QUICK = 2.0  # seconds each invariant conjunct gets for a whole split family
+# what each invariant conjunct gets for a whole split family: z3 resource units (about 2 s
+# of CPU here), with a timeout in seconds only as a backstop
+FAMILY_RLIMIT, FAMILY_QUICK = 8_000_000, 60.0
 
 
 def _family_first(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any, inv: z3.BoolRef,
                   ob: Obligation, timeout: float) -> list[tuple[str, Pred]]:
     """The conjuncts a family the model splits into cases still needs case by case: each is
-    tried once for the whole family, briefly (FAMILY_QUICK), in one incremental solver; one
+    tried once for the whole family, briefly (FAMILY_RLIMIT), in one incremental solver; one
     the step does not touch, or one z3 sees at once, is then done for every case (the cases
     only cover the family). A conjunct the family breaks is left to the cases, which find
     the counterexample."""
@@ -527,7 +529,8 @@ def _family_first(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any, inv
     left = []
     for name, pred in parts:
         try:
-            if batch.refute(rewrite(pred(fam.post)), quick, f"{ob.id} ({name})") is None:
+            if batch.refute(rewrite(pred(fam.post)), quick, f"{ob.id} ({name})",
+                            FAMILY_RLIMIT) is None:
                 continue
         except _Unknown:
             pass
@@ -563,7 +566,8 @@ def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: 
         return None
     where = f"{ob.id}" + (f" case {case}" if case is not None else "")
     guard, rewrite = _proven_facts(sym, s, inv, fam, timeout, where)
-    batch = _Batch(_hyps(sym, s, inv, guard, rewrite))
+    # a case's parts are many and, rewritten, mostly easy: one incremental solver for them
+    batch = _Batch(_hyps(sym, s, inv, guard, rewrite)) if case is not None else None
     # one query per conjunct: several small queries are far cheaper than their disjunction
     for name, pred in (parts if todo is None else todo):
         model = _refute(sym, s, inv, guard, pred(fam.post), timeout, f"{where} ({name})",
@@ -670,9 +674,11 @@ class _Batch:
             else:
                 self.known[e.get_id()] = e
 
-    def refute(self, goal: z3.BoolRef, timeout: float, what: str) -> z3.ModelRef | None:
+    def refute(self, goal: z3.BoolRef, timeout: float, what: str, rlimit: int = 0
+               ) -> z3.ModelRef | None:
         """A model of the hypotheses and not goal, None if there is none; _Unknown if z3
-        cannot tell within `timeout`."""
+        cannot tell within `timeout` seconds (or `rlimit` of z3's resource units, if set:
+        a budget that does not depend on the machine's load)."""
         if z3.is_true(goal):
             return None
         same = self.known.get(goal.get_id())
@@ -682,6 +688,7 @@ class _Batch:
         self.n += 1
         self.solver.add(z3.Implies(lit, z3.Not(goal)))
         self.solver.set("timeout", max(1, int(timeout * 1000)))
+        self.solver.set("rlimit", rlimit)
         return self.solver.model() if _checked(self.solver, what, lit) else None
 
 
@@ -690,11 +697,12 @@ def _refute(sym: SymbolicModel, s: Any, inv: z3.BoolRef, guard: z3.BoolRef,
             rewrite: Callable[[z3.BoolRef], z3.BoolRef] | None = None,
             batch: _Batch | None = None) -> z3.ModelRef | None:
     """A model of domain and inv and guard and not goal; None if there is none. The goal is
-    split (`split_conjuncts`) and each part gets QUICK seconds in one incremental solver
-    (`batch` if given: it must hold these hypotheses); a part left undecided makes the
-    whole goal get the full timeout in a fresh solver, and then each such part; _Unknown if
-    one stays undecided. `rewrite` (see `rewriter`), if given, is applied to every formula
-    of the query, goal parts after the split."""
+    split (`split_conjuncts`) and each part gets QUICK seconds, in the incremental solver
+    `batch` if given (it must hold these hypotheses; a step case's many easy parts), else
+    after the whole goal's own QUICK seconds, each in a fresh solver; a part left
+    undecided makes the whole goal get the full timeout in a fresh solver, and then each
+    such part; _Unknown if one stays undecided. `rewrite` (see `rewriter`), if given, is
+    applied to every formula of the query, goal parts after the split."""
     rw = rewrite if rewrite is not None else (lambda e: e)
 
     def attempt(g: z3.BoolRef, t: float) -> z3.ModelRef | None:
@@ -709,12 +717,16 @@ def _refute(sym: SymbolicModel, s: Any, inv: z3.BoolRef, guard: z3.BoolRef,
     if whole and _known_unsat(whole):  # the parts are not cached one by one
         return None
     quick = min(QUICK, timeout)
-    if batch is None:
-        batch = _Batch(_hyps(sym, s, inv, guard, rw))
+    if batch is None:  # not a step case's: the whole goal first, briefly
+        try:
+            return attempt(goal, quick)
+        except _Unknown:
+            pass
     undecided = []
     for g in pieces:
         try:
-            model = batch.refute(rw(g), quick, what)
+            model = (batch.refute(rw(g), quick, what) if batch is not None
+                     else attempt(g, quick))
         except _Unknown:
             undecided.append(g)
             continue

@@ -331,24 +331,37 @@ class Env:
         return tr._replace(hints=tr.hints + self.frame_hints(tr.post, self.p["ch_in"]))
 
     def exec(self) -> Transition:
+        """A task's exec: with its table shared it gets a copy in a free slot (close-on-exec
+        descriptors dropped), else its table loses those descriptors. Proof case
+        `new_table` -1: the unshared exec; y: the shared exec into slot y."""
         m, s, t = self.m, self.s, self.p["t"]
         shared = gt(sel(self.X, self.v.table_users), num(1, m.CW))
         any_cl = any_(z3.And(self.U[d], self.C[d]) for d in range(m.ND))
-        post = self.base()
-        ok_x, nx = self._copy_table(post, clear_cloexec=True)  # used if shared
-        # the new-table cases split only the shared exec; every case has the unshared one
-        self.case = z3.And(self.case, z3.Or(z3.Not(shared), self.copy_case))
         unshared = self.base()
         self.set_slots(unshared, self.X, [(d, z3.And(self.U[d], z3.Not(self.C[d])),
                                            z3.If(z3.And(self.U[d], z3.Not(self.C[d])),
                                                  self.Fi[d], bv(0, m.wF)), FALSE)
                                           for d in range(m.ND)])
+        if self.new_table == -1:  # a proof case: the unshared exec only
+            self.case = z3.And(self.case, z3.Not(shared))
+            tr = self.fam("exec", any_cl, unshared, release=True)
+            return tr._replace(hints=tr.hints + self.frame_hints(tr.post, FALSE))
+        post = self.base()
+        ok_x, nx = self._copy_table(post, clear_cloexec=True)  # used if shared
         out = self.base()
+        out["table"] = [z3.If(z3.And(shared, is_(t, i)), nx, s["table"][i])
+                        for i in range(m.NT)]
+        if self.new_table is not None:  # a proof case: the shared exec into this slot
+            self.case = z3.And(self.case, shared, self.copy_case)
+            for k in ("used", "sfile", "cloexec", "table"):
+                out[k] = post[k] if k != "table" else [z3.If(is_(t, i), nx, s["table"][i])
+                                                        for i in range(m.NT)]
+            tr = self.fam("exec", ok_x, out, release=True)
+            free = (z3.Not(self.v.ins_table[self.new_table]),)
+            return tr._replace(hints=tr.hints + free + self.frame_hints(tr.post, FALSE))
         for k in ("used", "sfile", "cloexec"):
             out[k] = [[z3.If(shared, post[k][x][d], unshared[k][x][d]) for d in range(m.ND)]
                       for x in range(m.NT)]
-        out["table"] = [z3.If(z3.And(shared, is_(t, i)), nx, s["table"][i])
-                        for i in range(m.NT)]
         g = z3.And(z3.Or(shared, any_cl), z3.Or(z3.Not(shared), ok_x))
         tr = self.fam("exec", g, out, release=True)
         return tr._replace(hints=tr.hints + self.frame_hints(tr.post, FALSE))

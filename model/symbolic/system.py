@@ -292,7 +292,8 @@ class CrSymModel:
         reads it (None: not fixed). Building each with x and p constant keeps the terms of
         the other tables as they are, and the case's hints (`Env.case_hints`) let z3 drop
         what the case rules out: so it sees that counts over the other tables do not change
-        without arithmetic."""
+        without arithmetic. Exec's cases are the unshared exec (-1) and the shared one into
+        each slot y."""
         if name not in self.env_actions:
             return [None]
         cases = [(x, 0, None) for x in range(self.NT)]
@@ -300,7 +301,8 @@ class CrSymModel:
         cases += [(x, p, c) for p in self.dom.race_phases for c in cleans
                   for x in range(self.NT)]
         if name in NEW_TABLE_ACTIONS:  # and the slot the new table takes, likewise
-            return [(x, p, c, y) for x, p, c in cases for y in range(self.NT)]
+            keep = [(x, p, c, -1) for x, p, c in cases] if name == "exec" else []
+            return keep + [(x, p, c, y) for x, p, c in cases for y in range(self.NT)]
         return cases
 
     def family_names(self) -> list[str]:
