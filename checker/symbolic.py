@@ -812,7 +812,8 @@ def _worker_check_at(job: tuple[int, tuple[str, Obligation, float]]
 def progress_text(r: ObligationResult, done: int, total: int) -> str:
     """One obligation decided, for a progress line: `3/28 obligations, step:open valid in
     0.1s`."""
-    text = f"{done}/{total} obligations, {r.obligation.id} {r.status} in {r.seconds:.1f}s"
+    text = (f"{done}/{total} obligations, {r.obligation.id} {r.status} in {r.seconds:.1f}s"
+            + (f" ({r.cpu:.1f}s CPU)" if r.cpu else ""))
     return text + (f" on {r.worker}" if r.worker else "")
 
 
