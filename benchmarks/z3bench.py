@@ -108,25 +108,23 @@ def write_doc(a: argparse.Namespace, proofs: list[dict], explicit: list[dict],
     """docs/z3-benchmarks.md from this run's own rows."""
     when = datetime.date.today().isoformat()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    busy = (" (above the core count: other work shared the machine)"
+            if os.getloadavg()[0] > (os.cpu_count() or 1) else "")
     lines = [
         "# z3 engine: proof times",
         "",
         f"Written by `python benchmarks/z3bench.py --write` on {when}: {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; variant `{a.variant}`, "
         f"obligations over {a.jobs} processes, per-query timeout {a.timeout:.0f} s, nothing "
-        f"cached; load average at the end {load} (above the core count, other work shared "
-        "the machine). Figures vary from run to run on a shared machine: compare ratios within one "
-        "run.",
+        f"cached; load average at the end {load}{busy}. Figures vary from run to run on a "
+        "shared machine: compare ratios within one run.",
         "",
         "| proof | size (tasks in + out, fds, files) | verdict | obligations | wall time "
         "| CPU time | slowest obligation | ratio to largest exhaustive explicit run |",
         "|---|---|---|---:|---:|---:|---|---:|",
     ]
-    for r in proofs:
-        ratio = f"{r['seconds'] / largest['seconds']:.2f}x" if largest else "n/a"
-        lines.append(f"| `{r['property']}` | {r['size']} | {r['verdict']} | "
-                     f"{r['obligations']} | {r['seconds']:.1f} s | {r['cpu']:.1f} s | "
-                     f"{r['slowest']} | {ratio} |")
+    table = proof_table(proofs, largest)
+    lines += table
     if explicit:
         lines += ["", f"Explicit engine, same run (`{a.variant}`, all specs, budget "
                   f"{a.explicit_seconds:.0f} s each):", "",
@@ -138,6 +136,35 @@ def write_doc(a: argparse.Namespace, proofs: list[dict], explicit: list[dict],
                          f"({e['steps']}) |")
     (ROOT / "docs" / "z3-benchmarks.md").write_text("\n".join(lines) + "\n")
     print("wrote docs/z3-benchmarks.md", file=sys.stderr)
+    write_readme(lines[4:6] + table)
+
+
+def proof_table(proofs: list[dict], largest: dict | None) -> list[str]:
+    """One row per proof: verdict, obligations, wall and CPU time, slowest obligation, and
+    the ratio of its wall time to the largest exhaustive explicit run."""
+    out = []
+    for r in proofs:
+        ratio = f"{r['seconds'] / largest['seconds']:.2f}x" if largest else "n/a"
+        out.append(f"| `{r['property']}` | {r['size']} | {r['verdict']} | "
+                   f"{r['obligations']} | {r['seconds']:.1f} s | {r['cpu']:.1f} s | "
+                   f"{r['slowest']} | {ratio} |")
+    return out
+
+
+README_BEGIN, README_END = "<!-- z3bench: begin -->", "<!-- z3bench: end -->"
+
+
+def write_readme(table: list[str]) -> None:
+    """The README's proof table, between its markers, is this run's table."""
+    path = ROOT / "README.md"
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        print("README.md has no z3bench markers: its table not written", file=sys.stderr)
+        return
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(head + README_BEGIN + "\n" + "\n".join(table) + "\n" + README_END + tail)
+    print("wrote README.md's proof table", file=sys.stderr)
 
 
 if __name__ == "__main__":
