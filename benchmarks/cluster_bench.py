@@ -193,10 +193,13 @@ def write_doc(part: str, text: str, load0: tuple, load1: tuple) -> None:
     """This run's table for `part` (explicit, z3) in docs/cluster.md, between its markers."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     fmt = ", ".join
+    # a 1-minute load of 1 or more before the start: a CPU-bound process was already running
+    shared = ("other work shared the machine" if load0[0] >= 1.0
+              else "no other work running at the start")
     head = (f"Written by `python benchmarks/cluster_bench.py --write` ({part}) on {when}: "
             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
             f"load average {fmt(f'{x:.1f}' for x in load0)} before the run and "
-            f"{fmt(f'{x:.1f}' for x in load1)} after (other work shared the machine).")
+            f"{fmt(f'{x:.1f}' for x in load1)} after ({shared}).")
     begin, end = markers(part)
     doc = DOC.read_text()
     i, j = doc.index(begin) + len(begin), doc.index(end)
