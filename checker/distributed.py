@@ -444,9 +444,6 @@ class _Partition:
     def parent(self, level: int, pos: int) -> tuple[int, int, int]:
         return self.par_w[level][pos], self.par_p[level][pos], self.act[level][pos]
 
-    def level_masks(self, level: int) -> bytes:
-        return self.masks[level].tobytes()
-
     def totals(self) -> tuple[dict[Any, int], int, float]:
         return dict(self.coverage), self.bytes_out, time.process_time() - self.cpu0
 

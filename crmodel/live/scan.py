@@ -60,7 +60,6 @@ from model.state import (
     unlinked,
 )
 from model.variants import VARIANTS, Variant
-from model.world import outside_refs
 
 DEFAULT_VARIANTS = ("linuxcr", "criu", "fixed")
 # Filesystems whose files Linux-CR saves by path (generic_file_checkpoint): disk filesystems.
@@ -933,20 +932,6 @@ def _unvisited(sc: Scan, w: World) -> tuple[int, list[str]]:
 
 def exit_code(vs: list[Verdict]) -> int:
     return 0 if all(v.ok for v in vs) else 1
-
-
-def shared_with_outside(sc: Scan) -> list[str]:
-    """What the container shares with outside, as the ghost bookkeeping sees it."""
-    if sc.world is None:
-        return []
-    w = sc.world
-    return sorted({_obj_words(sc, w, t, p) for t, p in outside_refs(w)
-                   if (t, p) in _inside_refs(w)})
-
-
-def _inside_refs(w: World) -> set[tuple[int, int]]:
-    flipped = w._replace(tasks=tuple(t._replace(inside=1 - t.inside) for t in w.tasks))
-    return outside_refs(flipped)
 
 
 def describe(sc: Scan) -> list[str]:
