@@ -508,9 +508,9 @@ def _step_question(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any,
     return _case_question(sym, parts, s, inv, _family(sym, s, ob, case))
 
 
-# what each invariant conjunct gets for a whole split family: z3 resource units (about 2 s
+# what each invariant conjunct gets for a whole split family: z3 resource units (about 8 s
 # of CPU here), with a timeout in seconds only as a backstop
-FAMILY_RLIMIT, FAMILY_QUICK = 8_000_000, 60.0
+FAMILY_RLIMIT, FAMILY_QUICK = 32_000_000, 60.0
 
 
 def _family_first(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any, inv: z3.BoolRef,
@@ -524,7 +524,7 @@ def _family_first(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any, inv
     if CACHE is not None and _known_unsat(_case_question(sym, parts, s, inv, fam)):
         return []
     guard, rewrite = _proven_facts(sym, s, inv, fam, timeout, ob.id)
-    batch = _Batch(_hyps(sym, s, inv, guard, rewrite))
+    batch = _Batch(lambda: _hyps(sym, s, inv, guard, rewrite))
     quick = min(FAMILY_QUICK, timeout)
     left = []
     for name, pred in parts:
@@ -543,9 +543,12 @@ def _proven_facts(sym: SymbolicModel, s: Any, inv: z3.BoolRef, fam: SymStep, tim
     """The step's guard with its hints that z3 proves (one incremental solver for them
     all), and the rewriting those proven facts allow (`rewriter`)."""
     facts = [fam.guard]
-    hints = getattr(fam, "hints", ())
-    proving = _Batch(_hyps(sym, s, inv, fam.guard, lambda e: e)) if hints else None
-    for i, hint in enumerate(hints):
+    proving = _Batch(lambda: _hyps(sym, s, inv, fam.guard, lambda e: e))
+    given = _given_hints(fam)
+    for i, hint in enumerate(getattr(fam, "hints", ())):
+        if any(hint.eq(h) for h in given):
+            facts.append(hint)  # what the case pins (its phase, say) is in the guard itself
+            continue
         try:
             if _refute(sym, s, inv, fam.guard, hint, timeout, f"{where} (hint {i})",
                        batch=proving) is None:
@@ -553,6 +556,13 @@ def _proven_facts(sym: SymbolicModel, s: Any, inv: z3.BoolRef, fam: SymStep, tim
         except _Unknown:
             pass  # unproven: left out
     return z3.And(facts), rewriter(facts[1:])
+
+
+def _given_hints(fam: SymStep) -> list[z3.BoolRef]:
+    """The step's hints that are conjuncts of its guard: true without a proof."""
+    conj = {c.get_id(): c for c in _conjuncts(fam.guard)}
+    return [h for h in getattr(fam, "hints", ())
+            if h.get_id() in conj and conj[h.get_id()].eq(h)]
 
 
 def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: Any,
@@ -564,10 +574,17 @@ def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: 
     question = _case_question(sym, parts, s, inv, fam) if CACHE is not None else ""
     if question and _known_unsat(question):
         return None
+    if case is not None and todo:
+        # what the case pins in its guard (say, `clean` false) may make every goal left
+        # plainly true: then neither the other hints nor the invariant need a solver
+        pinned = rewriter(_given_hints(fam))
+        if all(z3.is_true(pinned(pred(fam.post))) for _, pred in todo):
+            _remember(question)
+            return None
     where = f"{ob.id}" + (f" case {case}" if case is not None else "")
     guard, rewrite = _proven_facts(sym, s, inv, fam, timeout, where)
     # a case's parts are many and, rewritten, mostly easy: one incremental solver for them
-    batch = _Batch(_hyps(sym, s, inv, guard, rewrite)) if case is not None else None
+    batch = _Batch(lambda: _hyps(sym, s, inv, guard, rewrite)) if case is not None else None
     # one query per conjunct: several small queries are far cheaper than their disjunction
     for name, pred in (parts if todo is None else todo):
         model = _refute(sym, s, inv, guard, pred(fam.post), timeout, f"{where} ({name})",
@@ -599,18 +616,44 @@ def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: 
 QUICK = 10.0  # seconds a part of a goal gets before the whole goal gets the full timeout
 
 
+def _conjuncts(e: z3.BoolRef) -> list[z3.BoolRef]:
+    """The leaves of the nested Ands of `e`."""
+    out, todo = [], [e]
+    while todo:
+        x = todo.pop()
+        if z3.is_and(x):
+            todo.extend(x.children())
+        else:
+            out.append(x)
+    return out
+
+
 def split_conjuncts(e: z3.BoolRef) -> list[z3.BoolRef]:
     """The top-level conjuncts of `e`: the children of an And; `a => (b and c)` as `a => b`,
     `a => c`; `not (b or c)` as `not b`, `not c`; recursively. Their conjunction is `e`."""
+    return _split(e)
+
+
+def _split(e: z3.BoolRef) -> list[z3.BoolRef]:
     if z3.is_and(e):
-        return [p for c in e.children() for p in split_conjuncts(c)]
+        return [p for c in e.children() for p in _split(c)]
     if z3.is_implies(e):
         a, b = e.children()
-        parts = split_conjuncts(b)
+        parts = _split(b)
         return [z3.Implies(a, p) for p in parts] if len(parts) > 1 else [e]
     if z3.is_not(e) and z3.is_or(e.arg(0)):
-        return [p for c in e.arg(0).children() for p in split_conjuncts(z3.Not(c))]
+        return [p for c in e.arg(0).children() for p in _split(z3.Not(c))]
     return [e]
+
+
+_INV_PARTS: list[tuple[z3.BoolRef, list[z3.BoolRef]]] = []  # the last invariant split
+
+
+def _inv_parts(inv: z3.BoolRef) -> list[z3.BoolRef]:
+    """`split_conjuncts(inv)`, split once for all the cases of an obligation."""
+    if not (_INV_PARTS and _INV_PARTS[0][0].eq(inv)):
+        _INV_PARTS[:] = [(inv, split_conjuncts(inv))]
+    return _INV_PARTS[0][1]
 
 
 def _is_value(e: z3.ExprRef) -> bool:
@@ -631,24 +674,46 @@ def rewriter(facts: Sequence[z3.BoolRef]) -> Callable[[z3.BoolRef], z3.BoolRef]:
     values: list[tuple[z3.ExprRef, z3.ExprRef]] = []  # then the terms pinned to values
     for f in facts:
         if z3.is_eq(f):
-            (values if _is_value(f.arg(1)) else terms).append((f.arg(0), f.arg(1)))
+            t, u = f.arg(0), f.arg(1)
+            if _is_value(t) and not _is_value(u):  # z3 writes `x == 2` as `2 == x`
+                t, u = u, t
+            (values if _is_value(u) else terms).append((t, u))
         elif z3.is_not(f):
             values.append((f.arg(0), z3.BoolVal(False)))
         elif z3.is_const(f) and f.decl().kind() == z3.Z3_OP_UNINTERPRETED:
             values.append((f, z3.BoolVal(True)))
     memo: dict[int, tuple[z3.BoolRef, z3.BoolRef]] = {}  # id -> (formula kept alive, result)
+    by_terms, by_values = _substitution(terms), _substitution(values)
 
     def rw(e: z3.BoolRef) -> z3.BoolRef:
         if not values and not terms:
             return e
         hit = memo.get(e.get_id())
         if hit is None or not hit[0].eq(e):
-            out = z3.substitute(e, *terms) if terms else e
-            hit = memo[e.get_id()] = (e, z3.simplify(z3.substitute(out, *values) if values
-                                                     else out))
+            hit = memo[e.get_id()] = (e, z3.simplify(by_values(by_terms(e))))
         return hit[1]
 
     return rw
+
+
+def _substitution(pairs: list[tuple[z3.ExprRef, z3.ExprRef]]
+                  ) -> Callable[[z3.ExprRef], z3.ExprRef]:
+    """`z3.substitute(e, *pairs)` with the pairs' arrays built once: the wrapper checks
+    and converts every pair at each call, which was most of a proof case's time (thousands
+    of invariant parts rewritten by the same few dozen pairs). The pairs come from
+    equations, so their sorts agree."""
+    if not pairs:
+        return lambda e: e
+    n = len(pairs)
+    src, dst = (z3.Ast * n)(), (z3.Ast * n)()
+    for i, (a, b) in enumerate(pairs):
+        src[i], dst[i] = a.as_ast(), b.as_ast()
+    ctx = pairs[0][0].ctx
+
+    def sub(e: z3.ExprRef, _keep: Any = pairs) -> z3.ExprRef:  # _keep: the terms stay alive
+        return z3.z3._to_expr_ref(z3.Z3_substitute(ctx.ref(), e.as_ast(), n, src, dst), ctx)
+
+    return sub
 
 
 class _Batch:
@@ -659,37 +724,48 @@ class _Batch:
     against 13 s for the 60 parts of one case of open). Not cached query by query: the
     caller remembers the formulas shown unsat as a whole."""
 
-    def __init__(self, hyps: Sequence[z3.BoolRef]) -> None:
-        self.solver = _solver(QUICK, incremental=True)
-        self.solver.add(*hyps)
+    def __init__(self, hyps: Callable[[], Sequence[z3.BoolRef]]) -> None:
+        # built at the first goal that is not plainly true: a case whose goals all rewrite
+        # to true (say, the completeness lemmas in a case where `clean` is false) then costs
+        # neither the rewriting of the invariant nor a solver
+        self._hyps = hyps
+        self._solver: z3.Solver | None = None
         self.n = 0
         # the hypotheses' conjuncts (kept, so that their ids stay theirs): a goal that is
         # one of them holds without asking z3 (which can take seconds to see it over sums)
         self.known: dict[int, z3.BoolRef] = {}
-        todo = list(hyps)
-        while todo:
-            e = todo.pop()
-            if z3.is_and(e):
-                todo.extend(e.children())
-            else:
-                self.known[e.get_id()] = e
+
+    @property
+    def solver(self) -> z3.Solver:
+        if self._solver is None:
+            hyps = self._hyps()
+            self._solver = _solver(QUICK, incremental=True)
+            self._solver.add(*hyps)
+            self.known = {e.get_id(): e for h in hyps for e in _conjuncts(h)}
+        return self._solver
+
+    def plain(self, goal: z3.BoolRef) -> bool:
+        """The goal holds without asking z3: it is true, or one of the hypotheses."""
+        if z3.is_true(goal):
+            return True
+        self.solver  # noqa: B018 (builds `known`)
+        same = self.known.get(goal.get_id())
+        return same is not None and same.eq(goal)
 
     def refute(self, goal: z3.BoolRef, timeout: float, what: str, rlimit: int = 0
                ) -> z3.ModelRef | None:
         """A model of the hypotheses and not goal, None if there is none; _Unknown if z3
         cannot tell within `timeout` seconds (or `rlimit` of z3's resource units, if set:
         a budget that does not depend on the machine's load)."""
-        if z3.is_true(goal):
+        if self.plain(goal):
             return None
-        same = self.known.get(goal.get_id())
-        if same is not None and same.eq(goal):
-            return None
+        solver = self.solver
         lit = z3.Bool(f"crmodel!goal{self.n}")
         self.n += 1
-        self.solver.add(z3.Implies(lit, z3.Not(goal)))
-        self.solver.set("timeout", max(1, int(timeout * 1000)))
-        self.solver.set("rlimit", rlimit)
-        return self.solver.model() if _checked(self.solver, what, lit) else None
+        solver.add(z3.Implies(lit, z3.Not(goal)))
+        solver.set("timeout", max(1, int(timeout * 1000)))
+        solver.set("rlimit", rlimit)
+        return solver.model() if _checked(solver, what, lit) else None
 
 
 def _refute(sym: SymbolicModel, s: Any, inv: z3.BoolRef, guard: z3.BoolRef,
@@ -758,7 +834,7 @@ def _hyps(sym: SymbolicModel, s: Any, inv: z3.BoolRef, guard: z3.BoolRef,
     the same conjunct after a step that does not touch it are then the same term (within the
     whole invariant, the simplifier may shape it otherwise)."""
     g = rw(guard)
-    ri = inv if g is guard else z3.And([rw(p) for p in split_conjuncts(inv)])
+    ri = inv if g is guard else z3.And([rw(p) for p in _inv_parts(inv)])
     return [rw(_domain(sym, s)), ri, guard] + ([] if g.eq(guard) else [g])
 
 

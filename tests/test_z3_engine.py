@@ -356,6 +356,12 @@ def test_rewriter_replaces_pinned_terms_and_keeps_formulas_apart() -> None:
     rw = rewriter([x == y, y == 3, z3.Not(b)])
     assert z3.is_true(rw(z3.Or(b, x + 1 == 4)))  # x := y, then y := 3 and b := false
     assert z3.is_false(rw(z3.And(b, y > 0)))
+    c, k3 = z3.BitVec("c", 3), z3.BitVec("k3", 3)
+    pin = z3.BitVecVal(2, 3) == c  # as z3 may write `c == 2`
+    assert z3.is_bv_value(pin.arg(0))
+    rw3 = rewriter([pin])
+    assert z3.is_true(rw3(c + 1 == 3))  # c := 2, never the value 2 := c
+    assert rw3(k3 == 2).eq(k3 == 2)
     for k in range(50):  # a formula never gets another's rewriting (ids freed and reused)
         assert rw(x + k == 3 + k).eq(z3.BoolVal(True))
         assert rw(z3.Int(f"z{k}") == k).eq(z3.Int(f"z{k}") == k)
@@ -371,3 +377,65 @@ def test_true_hints_keep_a_valid_proof_valid() -> None:
 
     ok, _ = prove(HintedEven(), "even")
     assert ok
+
+
+@dataclass
+class Switched(NoLemma):
+    """NoLemma with a switch b that no step changes, and the property b => y <= 40 (not
+    inductive: from y == 40 with b, inc breaks it). The proof splits inc by b; each case's
+    guard pins b, and says so in a hint (one that is a conjunct of the guard)."""
+
+    def fresh(self, tag: str) -> dict[str, Any]:
+        return super().fresh(tag) | {"b": z3.Bool(f"{tag}.b")}
+
+    def leaves(self, s: dict[str, Any]) -> list[z3.ExprRef]:
+        return super().leaves(s) + [s["b"]]
+
+    def transitions(self, s: dict[str, Any], tag: str) -> list[SymStep]:
+        fams = super().transitions(s, tag)
+        for f in fams:
+            f.post = f.post | {"b": s["b"]}
+        return fams
+
+    def property(self, name: str) -> Any:
+        if name == "bounded_y_if_b":
+            return lambda s: z3.Implies(s["b"], z3.ULE(s["y"], 40))
+        return super().property(name)
+
+    def cases(self, name: str, prop: str = "") -> list[Any]:
+        return [False, True] if name == "inc" else [None]
+
+    def transition(self, s: dict[str, Any], tag: str, name: str, case: Any = None) -> SymStep:
+        fam = next(f for f in self.transitions(s, tag) if f.name == name)
+        if case is None:
+            return fam
+        pin = s["b"] == z3.BoolVal(case)
+        return SymStep(fam.name, z3.And(fam.guard, pin), fam.post, hints=(pin,))
+
+
+def test_a_case_its_guard_settles_asks_no_solver_and_the_other_still_fails(monkeypatch
+                                                                            ) -> None:
+    """With b pinned false, the goal rewrites to true: that case needs no query, nor even
+    its hypotheses rewritten (the cost of a case at 8 fds and 8 files). The pin is a
+    conjunct of the case's guard, so this is sound; the case with b true still finds the
+    counterexample to induction."""
+    from checker import symbolic
+
+    solved = _first_query_times_out(monkeypatch, "no query is made to time out")
+    guards: list[z3.BoolRef] = []
+    real = symbolic._hyps
+
+    def hyps(sym: Any, s: Any, inv: Any, guard: z3.BoolRef, rw: Any) -> Any:
+        guards.append(guard)
+        return real(sym, s, inv, guard, rw)
+
+    monkeypatch.setattr(symbolic, "_hyps", hyps)
+    ok, results = prove(Switched(), "bounded_y_if_b")
+    assert not ok and results[-1].obligation.id == "step:inc"
+    assert results[-1].status == "failed" and "case True" in results[-1].detail
+    assert results[-1].cti is not None
+    assert [w for w in solved if "case True" in w]
+    assert not [w for w in solved if "case False" in w]
+    pinned_false = z3.Bool("pre.b") == z3.BoolVal(False)
+    assert guards and not [g for g in guards if "pre.b == False" in str(g)]
+    assert "pre.b == False" in str(pinned_false)  # the text looked for is the pin's
