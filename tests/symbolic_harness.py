@@ -236,6 +236,9 @@ class StepEvaluator:
         m, fam = self.m, self.family(a[0])
         subst = self.subst + [(fam.params[k], _const(v, fam.params[k]))
                               for k, v in action_values(a).items()]
+        # the parameters the pre-state fixes (a new file's slot): their terms folded
+        subst += [(x, _const(v, x)) for (x, _), v in
+                  zip(fam.defs, _fold_all([d for _, d in fam.defs], self.subst), strict=True)]
         post = m.leaves(fam.post)
         changed = [i for i, (pre, x) in enumerate(zip(self._fams.leaves, post, strict=True))
                    if not x.eq(pre)]

@@ -93,9 +93,17 @@ class Env:
         self.has_free, self.nfd = lowest(self.free, m.wD)
         self.has_free2, self.nfd2 = lowest(second(self.free), m.wD)
         ffree = [z3.Not(a) for a in self.v.alive_f]
-        self.has_file, self.nf = lowest(ffree, m.wF)
-        self.has_file2, self.nf2 = lowest(second(ffree), m.wF)
-        self.has_obj, self.no = lowest([z3.Not(a) for a in self.v.obj_alive], m.wF)
+        has_file, nf = lowest(ffree, m.wF)
+        has_file2, nf2 = lowest(second(ffree), m.wF)
+        has_obj, no = lowest([z3.Not(a) for a in self.v.obj_alive], m.wF)
+        # the new files' (and pty pair's) slots are parameters the guard ties to the lowest
+        # free ones: the post-state then says "file nf" with a constant, not with the whole
+        # liveness term the lowest free slot is (which every count over files repeated)
+        self.nf, self.nf2, self.no = p["nf"], p["nf2"], p["no"]
+        self.defs = ((self.nf, nf), (self.nf2, nf2), (self.no, no))
+        self.has_file = z3.And(has_file, self.nf == nf)
+        self.has_file2 = z3.And(has_file2, self.nf == nf, self.nf2 == nf2)
+        self.has_obj = z3.And(has_obj, self.no == no)
         ph = s["phase"]
         self.ph0 = is_(ph, 0)
         ckx = in_(ph, m.dom.race_phases)
@@ -141,7 +149,7 @@ class Env:
         if release:
             post = cleanup(self.m, self.s, post)
         return Transition(name, z3.And(self.case, self.can, guard), post, self.p,
-                          self.case_hints)
+                          self.case_hints, self.defs)
 
     def set_slots(self, post: State, X: z3.BitVecRef | int, updates: list[tuple]) -> None:
         """updates: (fd term, used, file, cloexec) written into table X in order."""
@@ -204,7 +212,8 @@ class Env:
     def dup(self) -> Transition:
         post = self.base()
         self.set_slots(post, self.X, [(self.nfd, TRUE, self.fF, FALSE)])
-        return self.fam("dup", z3.And(self.fd_ok, self.uF, self.has_free), post)
+        tr = self.fam("dup", z3.And(self.fd_ok, self.uF, self.has_free), post)
+        return tr._replace(hints=tr.hints + self.alive_hints(tr.post))
 
     def dup2(self) -> Transition:
         p = self.p
@@ -235,6 +244,9 @@ class Env:
         p = self.p
         post = self.base()
         self.set_slots(post, self.X, [(p["fd"], TRUE, self.fF, p["cl"])])
+        # only FD_CLOEXEC changes: the slot stays used and on its file, as the same terms,
+        # so that whatever reads only those (every leak lemma) is plainly unchanged
+        post["used"], post["sfile"] = self.s["used"], self.s["sfile"]
         return self.fam("setfd", z3.And(self.fd_ok, self.uF, p["cl"] != self.cF), post)
 
     def setown(self) -> Transition:
@@ -315,6 +327,21 @@ class Env:
                                               v1.n_in_holders[x] == v0.n_in_holders[x]))
                      for x in range(self.m.NT))
 
+    def alive_hints(self, post: State) -> tuple[z3.BoolRef, ...]:
+        """Dup, fork and clone_files make no file live or dead (a new descriptor or a
+        copied table refers to files the acting task's table holds already): said per file,
+        so that whatever reads liveness (the epoll and pty lemmas) is, rewritten, the same
+        term before and after the step. Between the checkpoint's phases the acting task is
+        outside, and so is a child: no file or table other than a new table becomes an
+        outside task's either."""
+        v0, v1 = self.v, self.m.view(post)
+        out = [v1.alive_f[f] == v0.alive_f[f] for f in range(self.m.NF)]
+        if self.racing:  # and an outside task's new task reaches no more than it did
+            out += [v1.out_file[f] == v0.out_file[f] for f in range(self.m.NF)]
+            out += [v1.out_table[x] == v0.out_table[x] for x in range(self.m.NT)
+                    if x != self.new_table]
+        return tuple(out)
+
     def fork(self) -> Transition:
         post = self.base()
         ok_x, nx = self._copy_table(post, clear_cloexec=False)
@@ -322,13 +349,15 @@ class Env:
         ok_t = self._new_task(post, nx)
         tr = self.fam("fork", z3.And(self._child_ok(), ok_x, ok_t), post)
         free = () if self.new_table is None else (z3.Not(self.v.ins_table[self.new_table]),)
-        return tr._replace(hints=tr.hints + free + self.frame_hints(tr.post, self.p["ch_in"]))
+        return tr._replace(hints=tr.hints + free + self.frame_hints(tr.post, self.p["ch_in"])
+                           + self.alive_hints(tr.post))
 
     def clone_files(self) -> Transition:
         post = self.base()
         ok_t = self._new_task(post, self.X)
         tr = self.fam("clone_files", z3.And(self._child_ok(), ok_t), post)
-        return tr._replace(hints=tr.hints + self.frame_hints(tr.post, self.p["ch_in"]))
+        return tr._replace(hints=tr.hints + self.frame_hints(tr.post, self.p["ch_in"])
+                           + self.alive_hints(tr.post))
 
     def exec(self) -> Transition:
         """A task's exec: with its table shared it gets a copy in a free slot (close-on-exec

@@ -50,13 +50,16 @@ class Transition(NamedTuple):
     """One transition family from a symbolic state (the engine's `SymStep` shape): enabled
     when `guard`, leading to `post`; `params` are the z3 constants of its arguments;
     `hints` are facts about the step that the engine proves first and then gives the solver
-    (see `checker.symbolic.SymStep`)."""
+    (see `checker.symbolic.SymStep`); `defs` the parameters that are no argument of the
+    action but a function of the pre-state (the slot a new file takes), each with the term
+    the guard says it equals."""
 
     name: str
     guard: z3.BoolRef
     post: Any
     params: dict[str, z3.ExprRef]
     hints: tuple[z3.BoolRef, ...] = ()
+    defs: tuple[tuple[z3.ExprRef, z3.ExprRef], ...] = ()
 
 
 COVERED_ACTIONS: tuple[str, ...] = (

@@ -321,6 +321,8 @@ class CrSymModel:
             out[name] = (z3.Bool(f"{tag}.{name}") if sort == "bool"
                          else z3.BitVec(f"{tag}.{name}", width[sort]))
         out["k"] = z3.BitVec(f"{tag}.k", 4)
+        for name in ("nf", "nf2", "no"):  # the new files' and object's slots (`Env`)
+            out[name] = z3.BitVec(f"{tag}.{name}", self.wF)
         return out
 
     def in_domain(self, domain: str, x: z3.ExprRef) -> z3.BoolRef:
