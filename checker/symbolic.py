@@ -508,9 +508,9 @@ def _step_question(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any,
     return _case_question(sym, parts, s, inv, _family(sym, s, ob, case))
 
 
-# what each invariant conjunct gets for a whole split family: z3 resource units (about 8 s
+# what each invariant conjunct gets for a whole split family: z3 resource units (about 2 s
 # of CPU here), with a timeout in seconds only as a backstop
-FAMILY_RLIMIT, FAMILY_QUICK = 32_000_000, 60.0
+FAMILY_RLIMIT, FAMILY_QUICK = 8_000_000, 60.0
 
 
 def _family_first(sym: SymbolicModel, parts: list[tuple[str, Pred]], s: Any, inv: z3.BoolRef,
