@@ -631,18 +631,14 @@ def _conjuncts(e: z3.BoolRef) -> list[z3.BoolRef]:
 def split_conjuncts(e: z3.BoolRef) -> list[z3.BoolRef]:
     """The top-level conjuncts of `e`: the children of an And; `a => (b and c)` as `a => b`,
     `a => c`; `not (b or c)` as `not b`, `not c`; recursively. Their conjunction is `e`."""
-    return _split(e)
-
-
-def _split(e: z3.BoolRef) -> list[z3.BoolRef]:
     if z3.is_and(e):
-        return [p for c in e.children() for p in _split(c)]
+        return [p for c in e.children() for p in split_conjuncts(c)]
     if z3.is_implies(e):
         a, b = e.children()
-        parts = _split(b)
+        parts = split_conjuncts(b)
         return [z3.Implies(a, p) for p in parts] if len(parts) > 1 else [e]
     if z3.is_not(e) and z3.is_or(e.arg(0)):
-        return [p for c in e.arg(0).children() for p in _split(z3.Not(c))]
+        return [p for c in e.arg(0).children() for p in split_conjuncts(z3.Not(c))]
     return [e]
 
 
