@@ -107,9 +107,10 @@ def write_doc(a: argparse.Namespace, proofs: list[dict], explicit: list[dict],
               largest: dict | None) -> None:
     """docs/z3-benchmarks.md from this run's own rows."""
     when = datetime.date.today().isoformat()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    avg = os.getloadavg()
+    load = ", ".join(f"{x:.1f}" for x in avg)
     busy = (" (above the core count: other work shared the machine)"
-            if os.getloadavg()[0] > (os.cpu_count() or 1) else "")
+            if avg[0] > (os.cpu_count() or 1) else "")
     lines = [
         "# z3 engine: proof times",
         "",

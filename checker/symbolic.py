@@ -574,11 +574,13 @@ def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: 
     question = _case_question(sym, parts, s, inv, fam) if CACHE is not None else ""
     if question and _known_unsat(question):
         return None
+    # each conjunct's goal after the step, built once (a lemma's terms take a while)
+    goals = [(name, pred(fam.post)) for name, pred in (parts if todo is None else todo)]
     if case is not None and todo:
         # what the case pins in its guard (say, `clean` false) may make every goal left
         # plainly true: then neither the other hints nor the invariant need a solver
         pinned = rewriter(_given_hints(fam))
-        if all(z3.is_true(pinned(pred(fam.post))) for _, pred in todo):
+        if all(z3.is_true(pinned(goal)) for _, goal in goals):
             _remember(question)
             return None
     where = f"{ob.id}" + (f" case {case}" if case is not None else "")
@@ -586,8 +588,8 @@ def _step_case(sym: SymbolicModel, prop: str, parts: list[tuple[str, Pred]], s: 
     # a case's parts are many and, rewritten, mostly easy: one incremental solver for them
     batch = _Batch(lambda: _hyps(sym, s, inv, guard, rewrite)) if case is not None else None
     # one query per conjunct: several small queries are far cheaper than their disjunction
-    for name, pred in (parts if todo is None else todo):
-        model = _refute(sym, s, inv, guard, pred(fam.post), timeout, f"{where} ({name})",
+    for name, goal in goals:
+        model = _refute(sym, s, inv, guard, goal, timeout, f"{where} ({name})",
                         rewrite, batch)
         if model is None:
             continue
@@ -731,8 +733,8 @@ class _Batch:
         # one of them holds without asking z3 (which can take seconds to see it over sums)
         self.known: dict[int, z3.BoolRef] = {}
 
-    @property
-    def solver(self) -> z3.Solver:
+    def ready(self) -> z3.Solver:
+        """The solver, with the hypotheses added (and `known` filled) on first use."""
         if self._solver is None:
             hyps = self._hyps()
             self._solver = _solver(QUICK, incremental=True)
@@ -744,7 +746,7 @@ class _Batch:
         """The goal holds without asking z3: it is true, or one of the hypotheses."""
         if z3.is_true(goal):
             return True
-        self.solver  # noqa: B018 (builds `known`)
+        self.ready()
         same = self.known.get(goal.get_id())
         return same is not None and same.eq(goal)
 
@@ -755,7 +757,7 @@ class _Batch:
         a budget that does not depend on the machine's load)."""
         if self.plain(goal):
             return None
-        solver = self.solver
+        solver = self.ready()
         lit = z3.Bool(f"crmodel!goal{self.n}")
         self.n += 1
         solver.add(z3.Implies(lit, z3.Not(goal)))
